@@ -1,0 +1,33 @@
+//! SparseLoCo compression of pseudo-gradients (pure Rust over slices).
+//!
+//! Per tensor: error feedback `e ← β·e + Δ`, exact top-k per chunk, 2/4/8-bit quantization
+//! (production or balanced mode), `e ← e − decoded`; a versioned byte format with
+//! Elias–Fano positions and a strict, allocation-bounded decoder; aggregation of many
+//! peers into dense buffers. The byte format is specified in docs/protocol.md.
+
+mod aggregate;
+mod bits;
+mod error;
+mod error_feedback;
+mod params;
+mod positions;
+mod quant;
+mod shape;
+mod simd;
+mod tensor;
+mod topk;
+mod wire;
+
+pub use aggregate::{
+    AggregationRule, Aggregator, ContributionStats, TensorStats, position_overlap, tensor_stats,
+};
+pub use error::{Error, Result};
+pub use error_feedback::{ErrorFeedback, compress, compress_contribution};
+pub use params::{
+    CodecParams, MAX_ABS_PARAM, MAX_CHUNK_SIDE, MAX_SCALE, MIN_PRODUCTION_SCALE, OneDPolicy,
+    QuantMode,
+};
+pub use quant::{Quant, code_entropy_bits};
+pub use shape::{MAX_NDIM, TensorShape};
+pub use tensor::{CompressedTensor, Contribution, Payload, SparseTensor};
+pub use wire::{DecodeLimits, FORMAT_VERSION, HeaderInfo, MAGIC, decode, encode, inspect};

@@ -1,0 +1,140 @@
+//! Elias–Fano coding of the sorted positions of one chunk, as a fixed-size bit block.
+//!
+//! For k of n positions: l = ⌊log2(n/k)⌋ low bits each, then a unary high part padded to
+//! exactly k + ((n−1) >> l) + 1 bits, so every chunk's block has the same length.
+
+use crate::bits::{BitReader, BitWriter};
+use crate::error::{Error, Result};
+
+/// Bit layout of one chunk's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EliasFano {
+    pub n: usize,
+    pub k: usize,
+    pub low_bits: u32,
+}
+
+impl EliasFano {
+    pub fn new(n: usize, k: usize) -> Self {
+        let ratio = (n / k.max(1)).max(1);
+        Self {
+            n,
+            k,
+            low_bits: ratio.ilog2(),
+        }
+    }
+
+    pub fn high_bits(&self) -> u64 {
+        (self.k + ((self.n - 1) >> self.low_bits) + 1) as u64
+    }
+
+    /// Bits of one block.
+    pub fn block_bits(&self) -> u64 {
+        self.k as u64 * u64::from(self.low_bits) + self.high_bits()
+    }
+
+    /// Appends the block for strictly increasing `pos` (len k, each < n).
+    pub fn encode(&self, pos: &[u16], w: &mut BitWriter<'_>) {
+        let mask = (1u64 << self.low_bits) - 1;
+        for &p in pos {
+            w.write(u64::from(p) & mask, self.low_bits);
+        }
+        let mut prev_high = 0u64;
+        for &p in pos {
+            let h = u64::from(p) >> self.low_bits;
+            w.zeros(h - prev_high);
+            w.write(1, 1);
+            prev_high = h;
+        }
+        w.zeros(self.high_bits() - prev_high - pos.len() as u64);
+    }
+
+    /// Reads one block into `out` (len k), checking count, range and strict order.
+    pub fn decode(
+        &self,
+        r: &mut BitReader<'_>,
+        out: &mut [u16],
+        tensor: usize,
+        chunk: usize,
+    ) -> Result<()> {
+        let short = || Error::Truncated {
+            needed: 0,
+            available: 0,
+        };
+        for o in out.iter_mut() {
+            *o = r.read(self.low_bits, short)? as u16;
+        }
+        let total = self.high_bits();
+        let mut base = 0u64;
+        let mut count = 0usize;
+        let mut prev: Option<u64> = None;
+        while base < total {
+            let take = (total - base).min(56) as u32;
+            let mut word = r.read(take, short)?;
+            while word != 0 {
+                let bit = base + u64::from(word.trailing_zeros());
+                word &= word - 1;
+                let Some(slot) = out.get_mut(count) else {
+                    return Err(Error::WrongCount { tensor, chunk });
+                };
+                let high = bit - count as u64;
+                let p = (high << self.low_bits) | u64::from(*slot);
+                if p >= self.n as u64 {
+                    return Err(Error::PositionOutOfRange { tensor, chunk });
+                }
+                if prev.is_some_and(|q| q >= p) {
+                    return Err(Error::DuplicatePosition { tensor, chunk });
+                }
+                *slot = p as u16;
+                prev = Some(p);
+                count += 1;
+            }
+            base += u64::from(take);
+        }
+        if count != self.k {
+            return Err(Error::WrongCount { tensor, chunk });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_size_near_entropy() {
+        let ef = EliasFano::new(4096, 64);
+        assert_eq!(ef.low_bits, 6);
+        assert_eq!(ef.block_bits(), 512);
+    }
+
+    #[test]
+    fn round_trip_edges() {
+        for (n, k) in [
+            (4096, 64),
+            (1, 1),
+            (7, 7),
+            (7, 3),
+            (65536, 64),
+            (100, 1),
+            (64, 63),
+        ] {
+            let ef = EliasFano::new(n, k);
+            let step = n / k;
+            let pos: Vec<u16> = (0..k)
+                .map(|i| (i * step + (n - 1 - (k - 1) * step).min(i)) as u16)
+                .collect();
+            assert!(pos.windows(2).all(|w| w[0] < w[1]) && (*pos.last().unwrap() as usize) < n);
+            let mut buf = Vec::new();
+            let mut w = BitWriter::new(&mut buf);
+            ef.encode(&pos, &mut w);
+            w.finish();
+            assert_eq!(buf.len() as u64, ef.block_bits().div_ceil(8));
+            let mut out = vec![0u16; k];
+            let mut r = BitReader::new(&buf);
+            ef.decode(&mut r, &mut out, 0, 0).unwrap();
+            assert_eq!(out, pos, "n={n} k={k}");
+        }
+    }
+}

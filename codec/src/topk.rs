@@ -1,0 +1,270 @@
+//! Exact top-k by magnitude inside one chunk, in O(chunk) time.
+//!
+//! Order: larger |x| first, ties to the lower chunk-local index (row-major in the chunk).
+//! A threshold from a fixed strided sample narrows the candidates (blocks without a hit are
+//! skipped with one vector compare); an exact selection on the unique composite
+//! (|x| bits, !index) then picks exactly k. The sample only affects speed, never the result.
+
+/// Reusable per-thread buffers: nothing is allocated per chunk.
+pub(crate) struct Scratch {
+    sample: Vec<u32>,
+    cand: Vec<u64>,
+    work: Vec<u64>,
+    /// k-th largest magnitude of the previous chunk (0 before the first).
+    last_kth: f32,
+    /// Per chunk column: k-th largest magnitude seen in the band above (0: unknown).
+    pub col_kth: Vec<f32>,
+    /// Row hit masks computed during the error-feedback pass (one u64 per chunk row).
+    pub masks: Vec<u64>,
+}
+
+impl Scratch {
+    pub fn new(chunk_len: usize) -> Self {
+        Self {
+            sample: Vec::with_capacity(2 * SAMPLE),
+            cand: vec![0; chunk_len],
+            work: Vec::with_capacity(chunk_len),
+            last_kth: 0.0,
+            col_kth: Vec::new(),
+            masks: Vec::new(),
+        }
+    }
+}
+
+const SAMPLE: usize = 128;
+
+use crate::simd::{Prefetch, hit_mask};
+
+/// Magnitude key of a float: its bits without the sign (monotone in |x| for non-NaN).
+#[inline(always)]
+pub(crate) fn key(x: f32) -> u32 {
+    x.to_bits() & 0x7fff_ffff
+}
+
+/// A chunk inside a row-major matrix: `rows` rows of `width` values, `stride` apart.
+#[derive(Clone, Copy)]
+pub(crate) struct ChunkView<'a> {
+    pub data: &'a [f32],
+    pub start: usize,
+    pub stride: usize,
+    pub rows: usize,
+    pub width: usize,
+}
+
+impl ChunkView<'_> {
+    #[inline]
+    fn row(&self, r: usize) -> &[f32] {
+        let off = self.start + r * self.stride;
+        self.data.get(off..off + self.width).unwrap_or(&[])
+    }
+    #[inline]
+    pub fn get(&self, p: usize) -> f32 {
+        let (r, c) = crate::error_feedback::split(p, self.width);
+        let off = self.start + r * self.stride + c;
+        self.data.get(off).copied().unwrap_or(0.0)
+    }
+    fn len(&self) -> usize {
+        self.rows * self.width
+    }
+}
+
+/// Writes the k chunk-local indices of the largest |x|, ascending, into `out` (len k).
+pub(crate) fn select(
+    s: &mut Scratch,
+    chunk: &ChunkView<'_>,
+    out: &mut [u16],
+    pf: &mut Prefetch<'_>,
+    masks: Option<(usize, f32)>,
+) {
+    let n = chunk.len();
+    let k = out.len();
+    if k >= n {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = i as u16;
+        }
+        return;
+    }
+    // Neighbouring chunks look alike: first the hit masks made during the error-feedback pass
+    // (threshold from the band above), then just under the previous chunk's k-th magnitude,
+    // then sampled guesses, then everything. Only speed depends on the guess.
+    let mut m = 0;
+    if let Some((first, t)) = masks {
+        m = from_masks(
+            chunk,
+            s.masks.get(first..first + chunk.rows).unwrap_or(&[]),
+            &mut s.cand,
+            pf,
+        );
+        if m < k || m > 4 * k || t <= 0.0 {
+            m = 0;
+        }
+    }
+    if m == 0 && s.last_kth > 0.0 {
+        m = collect(chunk, s.last_kth * 0.9, &mut s.cand, pf);
+    }
+    if m < k || m > 4 * k {
+        for slack in [0, 1, 2] {
+            let threshold = estimate_threshold(chunk, k, &mut s.sample, slack);
+            m = collect(chunk, threshold, &mut s.cand, pf);
+            if m >= k {
+                break;
+            }
+        }
+    }
+    let cand = s.cand.get(..m).unwrap_or(&[]);
+    if m == k {
+        for (o, c) in out.iter_mut().zip(cand) {
+            *o = (u32::MAX - (*c as u32)) as u16;
+        }
+        s.last_kth = cand
+            .iter()
+            .map(|c| f32::from_bits((c >> 32) as u32))
+            .fold(f32::MAX, f32::min);
+        return;
+    }
+    // The k-th largest composite key; candidates are in index order, so filtering keeps order.
+    s.work.clear();
+    s.work.extend_from_slice(cand);
+    let (_, kth, _) = s.work.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let kth = *kth;
+    s.last_kth = f32::from_bits((kth >> 32) as u32);
+    let mut o = out.iter_mut();
+    for c in cand.iter().filter(|&&c| c >= kth) {
+        if let Some(slot) = o.next() {
+            *slot = (u32::MAX - (*c as u32)) as u16;
+        }
+    }
+}
+
+/// A magnitude that ≥ k of the chunk's values reach with high probability, from a fixed
+/// strided sample: slack 0 aims at ~2k, 1 at ~4k, 2 returns 0 (everything).
+fn estimate_threshold(chunk: &ChunkView<'_>, k: usize, sample: &mut Vec<u32>, slack: u32) -> f32 {
+    let n = chunk.len();
+    if slack >= 2 {
+        return 0.0;
+    }
+    let every = (n / SAMPLE).max(1);
+    let (row_step, col_step) = if every <= chunk.width {
+        (1, every)
+    } else {
+        (every / chunk.width, chunk.width)
+    };
+    sample.clear();
+    for r in (0..chunk.rows).step_by(row_step) {
+        sample.extend(chunk.row(r).iter().step_by(col_step).map(|&x| key(x)));
+    }
+    let m = sample.len();
+    let expected = (k * m).div_ceil(n); // sample hits expected above the true k-th value
+    let rank = (expected * (2 << slack) + 2).min(m);
+    if rank >= m || rank == 0 {
+        return 0.0;
+    }
+    let (_, nth, _) = sample.select_nth_unstable_by(rank - 1, |a, b| b.cmp(a));
+    f32::from_bits(*nth)
+}
+
+/// Gathers (key, !index) of the values flagged in per-row hit masks, in index order.
+fn from_masks(
+    chunk: &ChunkView<'_>,
+    masks: &[u64],
+    cand: &mut [u64],
+    pf: &mut Prefetch<'_>,
+) -> usize {
+    let mut m = 0usize;
+    for (r, &mask) in masks.iter().enumerate() {
+        pf.tick();
+        let row = chunk.row(r);
+        let mut hits = mask;
+        while hits != 0 {
+            let j = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            let i = r * chunk.width + j;
+            if let (Some(slot), Some(&x)) = (cand.get_mut(m), row.get(j)) {
+                *slot = (u64::from(key(x)) << 32) | u64::from(u32::MAX - i as u32);
+                m += 1;
+            }
+        }
+    }
+    m
+}
+
+/// Gathers (key, !index) of values with |x| ≥ threshold, in ascending index order.
+#[inline]
+fn collect(
+    chunk: &ChunkView<'_>,
+    threshold: f32,
+    cand: &mut [u64],
+    pf: &mut Prefetch<'_>,
+) -> usize {
+    let mut m = 0usize;
+    for r in 0..chunk.rows {
+        pf.tick();
+        let row = chunk.row(r);
+        for (g, seg) in row.chunks(64).enumerate() {
+            let base = r * chunk.width + g * 64;
+            let mut hits = hit_mask(seg, threshold);
+            while hits != 0 {
+                let j = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                let i = base + j;
+                if let (Some(slot), Some(&x)) = (cand.get_mut(m), seg.get(j)) {
+                    *slot = (u64::from(key(x)) << 32) | u64::from(u32::MAX - i as u32);
+                    m += 1;
+                }
+            }
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(xs: &[f32], k: usize) -> Vec<u16> {
+        let mut idx: Vec<usize> = (0..xs.len()).collect();
+        idx.sort_by(|&a, &b| key(xs[b]).cmp(&key(xs[a])).then(a.cmp(&b)));
+        let mut out: Vec<u16> = idx[..k].iter().map(|&i| i as u16).collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn run(xs: &[f32], rows: usize, k: usize) -> Vec<u16> {
+        let mut s = Scratch::new(xs.len());
+        let view = ChunkView {
+            data: xs,
+            start: 0,
+            stride: xs.len() / rows,
+            rows,
+            width: xs.len() / rows,
+        };
+        let mut out = vec![0; k];
+        select(&mut s, &view, &mut out, &mut Prefetch::none(), None);
+        out
+    }
+
+    #[test]
+    fn matches_sort_with_ties_and_zeros() {
+        let mut state = 0x1234_5678_u64;
+        for case in 0..200 {
+            let rows = 1 + case % 4;
+            let n = rows * (1 + case * 37 % 1024);
+            let k = 1 + case * 13 % n;
+            let xs: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let v = ((state >> 40) % 7) as f32 - 3.0; // many ties
+                    if case % 3 == 0 {
+                        v
+                    } else {
+                        v * (state >> 20 & 0xff) as f32
+                    }
+                })
+                .collect();
+            assert_eq!(run(&xs, rows, k), reference(&xs, k), "n={n} k={k}");
+        }
+        assert_eq!(run(&[0.0; 64], 1, 3), vec![0, 1, 2]);
+    }
+}

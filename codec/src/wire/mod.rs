@@ -1,0 +1,16 @@
+//! Byte format of a contribution (specified in docs/protocol.md, "Codec byte format").
+
+mod decode;
+mod encode;
+mod header;
+
+pub use decode::decode;
+pub use encode::encode;
+pub use header::{DecodeLimits, HeaderInfo, inspect};
+
+/// First four bytes of every encoded contribution.
+pub const MAGIC: [u8; 4] = *b"TRBC";
+/// Format version written by this crate; decoders accept only this one.
+pub const FORMAT_VERSION: u16 = 1;
+/// Fixed header bytes before the shapes.
+pub const FIXED_HEADER_LEN: usize = 22;

@@ -1,0 +1,89 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use tributary_codec::*;
+
+/// Deterministic pseudo-random floats (splitmix64), Gaussian-ish, with occasional ties.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut v = gaussian(n, seed);
+    v.iter_mut().skip(3).step_by(17).for_each(|x| *x = 0.25);
+    v
+}
+
+/// Deterministic Gaussian-ish floats (sum of four uniforms), scale 0.01.
+pub fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+    let mut z = seed;
+    (0..n)
+        .map(|_| {
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^= x >> 31;
+            let u: f32 = (0..4)
+                .map(|j| ((x >> (16 * j)) & 0xffff) as f32 / 65536.0)
+                .sum::<f32>()
+                - 2.0;
+            u * 0.01
+        })
+        .collect()
+}
+
+pub fn shape(dims: &[usize]) -> TensorShape {
+    TensorShape::new(dims).unwrap()
+}
+
+/// Compresses `deltas` from zero error feedback into one contribution.
+pub fn contribution(params: &CodecParams, shapes: &[TensorShape], seed: u64) -> Contribution {
+    let deltas: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| values(s.numel() as usize, seed + i as u64))
+        .collect();
+    let refs: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
+    let mut efs: Vec<ErrorFeedback> = shapes
+        .iter()
+        .map(|s| ErrorFeedback::zeros(s.numel() as usize))
+        .collect();
+    compress_contribution(&mut efs, &refs, shapes, params).unwrap()
+}
+
+/// Largest divisor of n that is ≤ max.
+pub fn divisor(n: usize, max: usize) -> usize {
+    (1..=max.min(n))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap()
+}
+
+/// Reference chunked top-k by full sort: per chunk (row-major over the chunk grid) the sorted
+/// chunk-local positions of the k largest |x|, ties to the lower index.
+pub fn reference_topk(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    ch: usize,
+    cw: usize,
+    k: usize,
+) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    for bi in 0..rows / ch {
+        for bj in 0..cols / cw {
+            let vals: Vec<f32> = (0..ch * cw)
+                .map(|p| x[(bi * ch + p / cw) * cols + bj * cw + p % cw])
+                .collect();
+            let mut idx: Vec<usize> = (0..vals.len()).collect();
+            idx.sort_by(|&a, &b| {
+                let (ka, kb) = (
+                    vals[a].to_bits() & 0x7fff_ffff,
+                    vals[b].to_bits() & 0x7fff_ffff,
+                );
+                kb.cmp(&ka).then(a.cmp(&b))
+            });
+            let mut sel: Vec<usize> = idx[..k.min(vals.len())].to_vec();
+            sel.sort_unstable();
+            out.push(sel);
+        }
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! The Tributary operator: the kube-rs controller of TrainingRuns and Contributors, and the
+//! per-run coordinator that runs a run's rounds.
+
+pub mod cli;

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# A local run on this machine, no cluster: installs libtorch (cached), builds the release
+# binaries and runs the worker's self-check. (The multi-process devnet lands here next.)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/setup-torch.sh
+echo "[run-local] building release binaries" >&2
+cargo build --release --workspace --bins
+exec ./target/release/tributary-worker self-check "$@"

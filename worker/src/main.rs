@@ -1,0 +1,13 @@
+use clap::Parser;
+use tributary_worker::cli::Cli;
+
+fn main() -> std::process::ExitCode {
+    tributary_worker::telemetry::init_logging();
+    match Cli::parse().run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
