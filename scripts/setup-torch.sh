@@ -16,7 +16,7 @@ say() { printf '[setup-torch] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 installed_version() {
-    "$VENV/bin/python" -c 'import torch, sys; sys.stdout.write(torch.__version__.split("+")[0])' 2>/dev/null || true
+    "$VENV/bin/python" -W ignore -c 'import torch, sys; sys.stdout.write(torch.__version__.split("+")[0])' 2>/dev/null || true
 }
 
 if [[ "$(installed_version)" != "$TORCH_VERSION" ]]; then
@@ -34,7 +34,7 @@ else
     say "torch $TORCH_VERSION already installed in $VENV"
 fi
 
-TORCH_DIR="$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+TORCH_DIR="$("$VENV/bin/python" -W ignore -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 [[ -f "$TORCH_DIR/lib/libtorch_cpu.so" ]] || die "no libtorch_cpu.so under $TORCH_DIR/lib: broken torch install, delete $VENV and rerun"
 ln -sfn "$TORCH_DIR" "$LINK"
 say "libtorch: $LINK -> $TORCH_DIR"

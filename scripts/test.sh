@@ -6,4 +6,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup-torch.sh
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
-exec cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+exec cargo nextest run --workspace --no-fail-fast "$@"

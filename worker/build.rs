@@ -14,6 +14,11 @@ fn main() {
     // Resolve the repo's `.libtorch` link so binaries keep working wherever the checkout moves.
     let lib = fs::canonicalize(&lib).unwrap_or_else(|_| PathBuf::from(&lib));
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // Nothing references libtorch_cuda directly, so an as-needed link would drop it and CUDA
+    // would silently be unavailable; keep it whenever this libtorch has it.
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
     let version = lib
         .parent()
         .and_then(|torch| fs::read_to_string(torch.join("version.py")).ok())

@@ -23,6 +23,8 @@ pub struct SelfCheckReport {
     pub libtorch_version: &'static str,
     /// The libtorch shared library this process actually loaded (from /proc/self/maps).
     pub libtorch_loaded_from: Option<String>,
+    /// Whether libtorch's CUDA backend is loaded (without it CUDA is never available).
+    pub cuda_backend_loaded: bool,
     pub cuda_available: bool,
     pub cuda_devices: i64,
     pub cpu_threads: i32,
@@ -45,7 +47,8 @@ pub fn run() -> anyhow::Result<SelfCheckReport> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(SelfCheckReport {
         libtorch_version: LIBTORCH_VERSION,
-        libtorch_loaded_from: loaded_libtorch(),
+        libtorch_loaded_from: loaded_library("libtorch_cpu.so"),
+        cuda_backend_loaded: loaded_library("libtorch_cuda.so").is_some(),
         cuda_available,
         cuda_devices,
         cpu_threads: tch::get_num_threads(),
@@ -76,11 +79,12 @@ fn adamw_step(device: Device) -> anyhow::Result<StepCheck> {
     })
 }
 
-fn loaded_libtorch() -> Option<String> {
+/// Path of a shared library mapped into this process, e.g. `libtorch_cpu.so`.
+fn loaded_library(file_name: &str) -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.ends_with("/libtorch_cpu.so"))
+        .find(|path| path.rsplit('/').next() == Some(file_name))
         .map(str::to_owned)
 }
 
@@ -100,6 +104,12 @@ impl fmt::Display for SelfCheckReport {
                 .as_deref()
                 .unwrap_or("(not found in /proc/self/maps)")
         )?;
+        let backend = if self.cuda_backend_loaded {
+            "loaded"
+        } else {
+            "not loaded"
+        };
+        writeln!(f, "CUDA backend     : {backend}")?;
         writeln!(
             f,
             "CUDA available   : {} ({} device(s))",

@@ -26,6 +26,14 @@ fn self_check_trains_one_step_without_ld_library_path() {
     );
     let loaded = report["libtorch_loaded_from"].as_str().unwrap();
     assert!(loaded.ends_with("torch/lib/libtorch_cpu.so"), "{loaded}");
+    // The wheel's libtorch has a CUDA backend; it must be linked even on a machine without a GPU.
+    let has_cuda_lib = std::path::Path::new(loaded)
+        .with_file_name("libtorch_cuda.so")
+        .exists();
+    assert_eq!(
+        report["cuda_backend_loaded"].as_bool().unwrap(),
+        has_cuda_lib
+    );
     let cpu = &report["steps"][0];
     assert_eq!(cpu["device"], "Cpu");
     assert!(cpu["loss_after"].as_f64().unwrap() < cpu["loss_before"].as_f64().unwrap());
