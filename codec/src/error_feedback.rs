@@ -2,11 +2,11 @@
 
 use crate::error::{Error, Result};
 use crate::params::CodecParams;
-use crate::quant::quantize;
+use crate::quant::{Quant, quantize};
 use crate::shape::{Chunking, Layout, TensorShape};
-use crate::simd::{Prefetch, hit_mask};
+use crate::simd::{GroupRows, Prefetch, collect_chunk, ef_group};
 use crate::tensor::{CompressedTensor, Contribution, Payload, SparseTensor};
-use crate::topk::{ChunkView, Scratch, select};
+use crate::topk::{ChunkView, Scratch, group_threshold, select, select_candidates};
 use rayon::prelude::*;
 
 /// The error-feedback buffer of one tensor (starts at zero).
@@ -140,7 +140,10 @@ fn compress_sparse(
     let stripe = ch.band_len() * STRIPE_BANDS;
     let per_stripe = ch.chunks_per_row() * k * STRIPE_BANDS;
     let mut positions = vec![0u16; ch.kept()];
-    let mut values = vec![0f32; ch.kept()];
+    // The selected values are only needed until quantization: reuse this thread's buffer.
+    let mut values = VALUES.with(|v| v.take());
+    values.clear();
+    values.resize(ch.kept(), 0.0);
     // Pass 1, parallel over stripes of chunk rows: EF update, exact top-k per chunk.
     e.par_chunks_mut(stripe)
         .zip(delta.par_chunks(stripe))
@@ -150,7 +153,14 @@ fn compress_sparse(
             || Scratch::new(ch.chunk_len()),
             |s, (((es, ds), ps), vs)| select_stripe(s, es, ds, ps, vs, ch, params.beta),
         )?;
-    let (quant, codes) = quantize(params, &values, k, tensor)?;
+    let q = quantize(params, &values, k, tensor);
+    let (quant, codes) = match q {
+        Ok(q) => q,
+        Err(err) => {
+            VALUES.with(|v| v.replace(values));
+            return Err(err);
+        }
+    };
     let sparse = SparseTensor {
         chunking: *ch,
         positions,
@@ -158,24 +168,45 @@ fn compress_sparse(
         quant,
         bits: params.bits,
     };
-    // Pass 2: subtract what the receivers will reconstruct.
+    // Pass 2: subtract what the receivers will reconstruct (a scatter over the kept
+    // positions: nothing else of e changes).
     let sp = &sparse;
     let cpr = ch.chunks_per_row();
+    let table: Option<Vec<f32>> = match &sp.quant {
+        Quant::Production { .. } => {
+            Some((0..=255u8).map(|q| sp.quant.value(0, q, sp.bits)).collect())
+        }
+        Quant::Balanced { .. } => None,
+    };
+    let table = table.as_deref();
     e.par_chunks_mut(ch.band_len())
         .enumerate()
         .for_each(|(band, eb)| {
             for c in band * cpr..(band + 1) * cpr {
                 let start = (c % cpr) * ch.cw;
                 let codes = sp.codes.get(c * k..(c + 1) * k).unwrap_or(&[]);
-                for (&p, &code) in sp.chunk_positions(c).iter().zip(codes) {
+                let vals = values.get(c * k..(c + 1) * k).unwrap_or(&[]);
+                for ((&p, &code), &v) in sp.chunk_positions(c).iter().zip(codes).zip(vals) {
                     let (r, col) = split(usize::from(p), ch.cw);
+                    let d = match table {
+                        Some(t) => t.get(usize::from(code)).copied().unwrap_or(0.0),
+                        None => sp.quant.value(c, code, sp.bits),
+                    };
+                    // e at p still holds the selected value v: a store, no load needed.
                     if let Some(x) = eb.get_mut(r * ch.cols + start + col) {
-                        *x -= sp.quant.value(c, code, sp.bits);
+                        *x = v - d;
                     }
                 }
             }
         });
+    VALUES.with(|v| v.replace(values));
     Ok(sparse)
+}
+
+thread_local! {
+    /// Per-thread scratch for the selected values (taken while in use, so re-entry from a
+    /// nested rayon job simply allocates).
+    static VALUES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// (row, column) of a chunk-local index; chunk widths are usually powers of two.
@@ -189,12 +220,15 @@ pub(crate) fn split(p: usize, width: usize) -> (usize, usize) {
 }
 
 /// Chunks processed together: small enough to stay in L2 while selecting.
-const GROUP_ELEMS: usize = 1 << 16;
+const GROUP_ELEMS: usize = 1 << 17;
 /// Bands per parallel work item (the next group is prefetched within a work item).
 const STRIPE_BANDS: usize = 8;
 
-/// A stripe of bands, group by group: e ← β·e + Δ row by row (streaming), then each chunk's
-/// top-k from cache while the next group is prefetched, so memory and compute overlap.
+/// A stripe of bands, group by group of chunks: e ← β·e + Δ row by row (streaming) while
+/// folding each chunk row's magnitudes into 8 lane maxima; then, per chunk, from cache: a
+/// threshold that ≥ k of those group maxima reach (so ≥ k values do), a branchless gather of
+/// the values above it, and an exact selection among them. The next group is prefetched
+/// meanwhile, so memory and compute overlap.
 fn select_stripe(
     s: &mut Scratch,
     es: &mut [f32],
@@ -204,7 +238,10 @@ fn select_stripe(
     ch: &Chunking,
     beta: f32,
 ) -> Result<()> {
-    let (cw, cols, k, cpr) = (ch.cw, ch.cols, ch.k, ch.chunks_per_row());
+    if !ch.cw.is_multiple_of(8) {
+        return select_stripe_general(s, es, ds, ps, vs, ch, beta);
+    }
+    let (cw, cols, k, cpr, rows) = (ch.cw, ch.cols, ch.k, ch.chunks_per_row(), ch.ch);
     let per_group = (GROUP_ELEMS / ch.chunk_len()).clamp(1, cpr);
     let groups_per_band = cpr.div_ceil(per_group);
     let bands = es.len() / ch.band_len().max(1);
@@ -212,140 +249,107 @@ fn select_stripe(
         let (b, g) = (i / groups_per_band, i % groups_per_band);
         let first = b * cpr + g * per_group; // chunk index inside the stripe
         let n = per_group.min(cpr - g * per_group);
-        (b * ch.ch * cols + g * per_group * cw, first, n)
+        (b * rows * cols + g * per_group * cw, first, n)
     };
-    let mut bad = 0u32;
     let total = bands * groups_per_band;
-    // Hit masks need one u64 per chunk row.
-    let fused = cw <= 64;
-    s.col_kth.resize(cpr, 0.0);
-    s.masks.resize(per_group * ch.ch, 0);
+    let lanes = rows * 8; // group maxima per chunk
+    s.gm.resize(per_group * lanes, 0);
+    s.bits.resize(ch.chunk_len() + 8, 0);
+    s.idx.resize(ch.chunk_len() + 8, 0);
+    let mut bad = false;
     for i in 0..total {
         let (base, first, n) = group(i);
-        let col_chunk0 = first % cpr;
-        let g = GroupView {
+        let g = GroupRows {
             base,
             cols,
             cw,
+            rows,
             n,
-            rows: ch.ch,
-            beta,
-            fused,
         };
-        let kth = s.col_kth.get(col_chunk0..col_chunk0 + n).unwrap_or(&[]);
-        bad |= ef_group(&g, es, ds, kth, &mut s.masks);
-        let next = (i + 1 < total).then(|| group(i + 1));
-        for j in 0..n {
-            // Spread the next group's lines over this group's chunks, a few per scanned row.
-            let mut pf = match next {
-                Some((nbase, _, nn)) => {
-                    let rows = ch.ch.div_ceil(n);
-                    let r0 = (j * rows).min(ch.ch);
-                    let rows = rows.min(ch.ch - r0);
-                    let lines = rows * (nn * cw).div_ceil(16);
-                    Prefetch {
-                        a: es,
-                        b: ds,
-                        start: nbase + r0 * cols,
-                        stride: cols,
-                        width: nn * cw,
-                        rows,
-                        per_tick: lines.div_ceil(ch.ch),
-                        pos: 0,
-                        row: 0,
-                        line: 0,
-                    }
+        bad |= ef_group(&g, es, ds, beta, &mut s.gm);
+        let mut pf = match (i + 1 < total).then(|| group(i + 1)) {
+            Some((nbase, _, nn)) => {
+                let lines = rows * (nn * cw).div_ceil(16);
+                Prefetch {
+                    a: es,
+                    b: ds,
+                    start: nbase,
+                    stride: cols,
+                    width: nn * cw,
+                    rows,
+                    per_tick: lines.div_ceil(n * rows),
+                    pos: 0,
+                    row: 0,
+                    line: 0,
                 }
-                _ => Prefetch::none(),
-            };
+            }
+            None => Prefetch::none(),
+        };
+        for j in 0..n {
             let c = first + j;
-            let (Some(pc), Some(vc)) = (
+            let (Some(pc), Some(vc), Some(gm)) = (
                 ps.get_mut(c * k..(c + 1) * k),
                 vs.get_mut(c * k..(c + 1) * k),
+                s.gm.get(j * lanes..(j + 1) * lanes),
             ) else {
                 continue;
             };
-            let view = ChunkView {
-                data: es,
-                start: base + j * cw,
-                stride: cols,
-                rows: ch.ch,
-                width: cw,
-            };
-            let t = s.col_kth.get(col_chunk0 + j).copied().unwrap_or(0.0);
-            let masks = (fused && t > 0.0).then_some((j * ch.ch, t));
-            select(s, &view, pc, &mut pf, masks);
-            if let Some(kth) = s.col_kth.get_mut(col_chunk0 + j) {
-                *kth = pc
-                    .iter()
-                    .map(|&p| view.get(usize::from(p)).abs())
-                    .fold(f32::MAX, f32::min);
+            let mut t = group_threshold(gm, k, s.last_t);
+            s.last_t = t;
+            let mut m = collect_chunk(&g, j, es, gm, t, &mut s.bits, &mut s.idx, &mut pf);
+            if m < k {
+                // Unreachable (≥ k groups reach t, each holding a value ≥ t); be safe anyway.
+                t = 0;
+                m = collect_chunk(&g, j, es, gm, t, &mut s.bits, &mut s.idx, &mut pf);
             }
-            pf.finish();
-            for (v, &p) in vc.iter_mut().zip(pc.iter()) {
-                *v = view.get(usize::from(p));
-            }
+            select_candidates(
+                t,
+                s.bits.get(..m).unwrap_or(&[]),
+                s.idx.get(..m).unwrap_or(&[]),
+                pc,
+                vc,
+            );
         }
+        pf.finish();
     }
-    if bad != 0 {
+    if bad {
         Err(Error::NonFiniteInput)
     } else {
         Ok(())
     }
 }
 
-/// One group of chunks inside a stripe, for the error-feedback pass.
-struct GroupView {
-    base: usize,
-    cols: usize,
-    cw: usize,
-    n: usize,
-    rows: usize,
+/// Chunks of any width: the plain error-feedback pass, then each chunk's top-k.
+fn select_stripe_general(
+    s: &mut Scratch,
+    es: &mut [f32],
+    ds: &[f32],
+    ps: &mut [u16],
+    vs: &mut [f32],
+    ch: &Chunking,
     beta: f32,
-    fused: bool,
-}
-
-/// e ← β·e + Δ over a group, row by row, with hit masks against each chunk column's predicted
-/// threshold; returns non-zero if any value is not finite. Uses AVX2 where the CPU has it
-/// (same f32 mul-then-add, so identical results).
-fn ef_group(g: &GroupView, es: &mut [f32], ds: &[f32], kth: &[f32], masks: &mut [u64]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected on this CPU just above.
-        return unsafe { ef_group_avx2(g, es, ds, kth, masks) };
+) -> Result<()> {
+    let mut finite = true;
+    for (x, &d) in es.iter_mut().zip(ds) {
+        *x = beta * *x + d;
+        finite &= x.is_finite();
     }
-    ef_group_body(g, es, ds, kth, masks)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn ef_group_avx2(g: &GroupView, es: &mut [f32], ds: &[f32], kth: &[f32], masks: &mut [u64]) -> u32 {
-    ef_group_body(g, es, ds, kth, masks)
-}
-
-#[inline(always)]
-fn ef_group_body(g: &GroupView, es: &mut [f32], ds: &[f32], kth: &[f32], masks: &mut [u64]) -> u32 {
-    let mut bad = 0u32;
-    for r in 0..g.rows {
-        let off = g.base + r * g.cols;
-        for j in 0..g.n {
-            let o = off + j * g.cw;
-            let (Some(er), Some(dr)) = (es.get_mut(o..o + g.cw), ds.get(o..o + g.cw)) else {
-                continue;
-            };
-            for (x, &d) in er.iter_mut().zip(dr) {
-                *x = g.beta * *x + d;
-                // Exponent all ones: infinity or NaN.
-                bad |= u32::from(x.to_bits() & 0x7f80_0000 == 0x7f80_0000);
-            }
-            let t = kth.get(j).copied().unwrap_or(0.0);
-            if g.fused
-                && t > 0.0
-                && let Some(mk) = masks.get_mut(j * g.rows + r)
-            {
-                *mk = hit_mask(er, t * 0.95);
-            }
+    if !finite {
+        return Err(Error::NonFiniteInput);
+    }
+    let (cw, cols, k, cpr) = (ch.cw, ch.cols, ch.k, ch.chunks_per_row());
+    for (c, (pc, vc)) in ps.chunks_mut(k).zip(vs.chunks_mut(k)).enumerate() {
+        let view = ChunkView {
+            data: es,
+            start: (c / cpr) * ch.band_len() + (c % cpr) * cw,
+            stride: cols,
+            rows: ch.ch,
+            width: cw,
+        };
+        select(s, &view, pc, &mut Prefetch::none(), None);
+        for (v, &p) in vc.iter_mut().zip(pc.iter()) {
+            *v = view.get(usize::from(p));
         }
     }
-    bad
+    Ok(())
 }

@@ -9,13 +9,18 @@
 pub(crate) struct Scratch {
     sample: Vec<u32>,
     cand: Vec<u64>,
-    work: Vec<u64>,
+    pub work: Vec<u64>,
     /// k-th largest magnitude of the previous chunk (0 before the first).
     last_kth: f32,
-    /// Per chunk column: k-th largest magnitude seen in the band above (0: unknown).
-    pub col_kth: Vec<f32>,
     /// Row hit masks computed during the error-feedback pass (one u64 per chunk row).
     pub masks: Vec<u64>,
+    /// Band pipeline: per chunk row, 8 lane maxima of the magnitude keys.
+    pub gm: Vec<u32>,
+    /// Band pipeline: candidates' bits and chunk-local indices, and the selection buffer.
+    pub bits: Vec<u32>,
+    pub idx: Vec<u32>,
+    /// Band pipeline: the previous chunk's threshold (a guess for the next one).
+    pub last_t: u32,
 }
 
 impl Scratch {
@@ -25,8 +30,11 @@ impl Scratch {
             cand: vec![0; chunk_len],
             work: Vec::with_capacity(chunk_len),
             last_kth: 0.0,
-            col_kth: Vec::new(),
             masks: Vec::new(),
+            gm: Vec::new(),
+            bits: Vec::new(),
+            idx: Vec::new(),
+            last_t: 0,
         }
     }
 }
@@ -217,6 +225,115 @@ fn collect(
     m
 }
 
+/// A key threshold `t` such that at least `k` of the group maxima `gm` reach it (so at least
+/// `k` values of the chunk do: each such group holds one), aiming at no more than 1.5k groups;
+/// `guess` (e.g. the neighbouring chunk's threshold) only affects speed. 0 if `gm` has fewer
+/// than `k` entries (then every value is a candidate).
+pub(crate) fn group_threshold(gm: &[u32], k: usize, guess: u32) -> u32 {
+    use crate::simd::count_ge;
+    const TOP: u32 = 0x8000_0000; // above every key: counts 0
+    if gm.len() < k || k == 0 {
+        return 0;
+    }
+    // Invariant: count(lo) ≥ k > count(hi); found_lo/found_hi say whether they were measured.
+    let (mut lo, mut hi) = (0u32, TOP);
+    let (mut found_lo, mut found_hi) = (false, false);
+    let mut step = 1u32 << 20; // ≈ 12% in magnitude
+    let mut mid = if guess == 0 || guess >= TOP {
+        gm.iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(1 << 22)
+    } else {
+        guess
+    };
+    for _ in 0..64 {
+        let c = count_ge(gm, mid);
+        if c >= k {
+            lo = mid;
+            found_lo = true;
+            if 2 * c <= 3 * k {
+                break;
+            }
+        } else {
+            hi = mid;
+            found_hi = true;
+        }
+        if hi - lo <= 1 {
+            break;
+        }
+        mid = match (found_lo, found_hi) {
+            (true, false) => lo.saturating_add(step).min(TOP),
+            (false, true) => hi.saturating_sub(step),
+            _ => lo + (hi - lo) / 2,
+        };
+        step = step.saturating_mul(2);
+    }
+    lo
+}
+
+/// Exactly the top `k` of `m ≥ k` candidates whose magnitude keys are all ≥ `t` (`bits`:
+/// the values' bits, `idx`: chunk-local indices, ascending): writes their indices
+/// (ascending) and values to `out`/`vals`. Larger |x| first, ties to the lower index.
+pub(crate) fn select_candidates(
+    t: u32,
+    bits: &[u32],
+    idx: &[u32],
+    out: &mut [u16],
+    vals: &mut [f32],
+) {
+    use crate::simd::count_ge;
+    let k = out.len();
+    // The k-th largest key: the largest x with count(key ≥ x) ≥ k (count(lo) ≥ k > count(hi)).
+    let mut lo = t;
+    if bits.len() > k {
+        let mut hi = bits.iter().map(|&b| b & 0x7fff_ffff).max().unwrap_or(t) + 1;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let c = count_ge(bits, mid);
+            if c >= k {
+                lo = mid;
+                if c == k {
+                    break;
+                }
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    // Keys above lo are all taken (fewer than k of them); keys equal to lo fill the rest in
+    // index order. Usually count(≥ lo) == k: then a branchless pass takes key ≥ lo.
+    let above = count_ge(bits, lo.saturating_add(1)).min(k);
+    let equal = count_ge(bits, lo) - above;
+    if above + equal == k {
+        let mut n = 0usize;
+        for (&b, &i) in bits.iter().zip(idx) {
+            if let (Some(o), Some(v)) = (out.get_mut(n), vals.get_mut(n)) {
+                *o = i as u16;
+                *v = f32::from_bits(b);
+            }
+            n += usize::from(b & 0x7fff_ffff >= lo);
+        }
+        return;
+    }
+    let mut ties = k - above;
+    let mut slots = out.iter_mut().zip(vals.iter_mut());
+    for (&b, &i) in bits.iter().zip(idx) {
+        let key = b & 0x7fff_ffff;
+        let take = key > lo || (key == lo && ties > 0);
+        if take {
+            ties -= usize::from(key == lo);
+            if let Some((o, v)) = slots.next() {
+                *o = i as u16;
+                *v = f32::from_bits(b);
+            } else {
+                break;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +383,40 @@ mod tests {
             assert_eq!(run(&xs, rows, k), reference(&xs, k), "n={n} k={k}");
         }
         assert_eq!(run(&[0.0; 64], 1, 3), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn band_selection_matches_sort() {
+        let mut state = 0x9abc_def0_u64;
+        for case in 0..300 {
+            let n = 8 * (1 + case % 64);
+            let k = 1 + case * 7 % n;
+            let xs: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let v = ((state >> 40) % 9) as f32 - 4.0; // many ties and zeros
+                    if case % 2 == 0 {
+                        v
+                    } else {
+                        v * (state >> 20 & 0xff) as f32
+                    }
+                })
+                .collect();
+            // Lane maxima of rows of 8, as the error-feedback pass folds them.
+            let gm: Vec<u32> = xs.iter().map(|&x| key(x)).collect();
+            let guess = [0, 1, 0x3f80_0000, 0x7f00_0000][case % 4];
+            let t = group_threshold(&gm, k, guess);
+            assert!(crate::simd::count_ge(&gm, t) >= k);
+            let (mut bits, mut idx) = (vec![0; n + 8], vec![0; n + 8]);
+            let m = crate::simd::collect_row(&xs, 0, t, &mut bits, &mut idx, 0);
+            let (mut out, mut vals) = (vec![0u16; k], vec![0f32; k]);
+            select_candidates(t, &bits[..m], &idx[..m], &mut out, &mut vals);
+            assert_eq!(out, reference(&xs, k), "n={n} k={k}");
+            for (&o, &v) in out.iter().zip(&vals) {
+                assert_eq!(v.to_bits(), xs[usize::from(o)].to_bits());
+            }
+        }
     }
 }
