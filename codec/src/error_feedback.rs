@@ -346,7 +346,7 @@ fn select_stripe_general(
             rows: ch.ch,
             width: cw,
         };
-        select(s, &view, pc, &mut Prefetch::none(), None);
+        select(s, &view, pc, &mut Prefetch::none());
         for (v, &p) in vc.iter_mut().zip(pc.iter()) {
             *v = view.get(usize::from(p));
         }

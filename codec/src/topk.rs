@@ -12,8 +12,6 @@ pub(crate) struct Scratch {
     pub work: Vec<u64>,
     /// k-th largest magnitude of the previous chunk (0 before the first).
     last_kth: f32,
-    /// Row hit masks computed during the error-feedback pass (one u64 per chunk row).
-    pub masks: Vec<u64>,
     /// Band pipeline: per chunk row, 8 lane maxima of the magnitude keys.
     pub gm: Vec<u32>,
     /// Band pipeline: candidates' bits and chunk-local indices, and the selection buffer.
@@ -30,7 +28,6 @@ impl Scratch {
             cand: vec![0; chunk_len],
             work: Vec::with_capacity(chunk_len),
             last_kth: 0.0,
-            masks: Vec::new(),
             gm: Vec::new(),
             bits: Vec::new(),
             idx: Vec::new(),
@@ -82,7 +79,6 @@ pub(crate) fn select(
     chunk: &ChunkView<'_>,
     out: &mut [u16],
     pf: &mut Prefetch<'_>,
-    masks: Option<(usize, f32)>,
 ) {
     let n = chunk.len();
     let k = out.len();
@@ -92,22 +88,10 @@ pub(crate) fn select(
         }
         return;
     }
-    // Neighbouring chunks look alike: first the hit masks made during the error-feedback pass
-    // (threshold from the band above), then just under the previous chunk's k-th magnitude,
+    // Neighbouring chunks look alike: first just under the previous chunk's k-th magnitude,
     // then sampled guesses, then everything. Only speed depends on the guess.
     let mut m = 0;
-    if let Some((first, t)) = masks {
-        m = from_masks(
-            chunk,
-            s.masks.get(first..first + chunk.rows).unwrap_or(&[]),
-            &mut s.cand,
-            pf,
-        );
-        if m < k || m > 4 * k || t <= 0.0 {
-            m = 0;
-        }
-    }
-    if m == 0 && s.last_kth > 0.0 {
+    if s.last_kth > 0.0 {
         m = collect(chunk, s.last_kth * 0.9, &mut s.cand, pf);
     }
     if m < k || m > 4 * k {
@@ -169,31 +153,6 @@ fn estimate_threshold(chunk: &ChunkView<'_>, k: usize, sample: &mut Vec<u32>, sl
     }
     let (_, nth, _) = sample.select_nth_unstable_by(rank - 1, |a, b| b.cmp(a));
     f32::from_bits(*nth)
-}
-
-/// Gathers (key, !index) of the values flagged in per-row hit masks, in index order.
-fn from_masks(
-    chunk: &ChunkView<'_>,
-    masks: &[u64],
-    cand: &mut [u64],
-    pf: &mut Prefetch<'_>,
-) -> usize {
-    let mut m = 0usize;
-    for (r, &mask) in masks.iter().enumerate() {
-        pf.tick();
-        let row = chunk.row(r);
-        let mut hits = mask;
-        while hits != 0 {
-            let j = hits.trailing_zeros() as usize;
-            hits &= hits - 1;
-            let i = r * chunk.width + j;
-            if let (Some(slot), Some(&x)) = (cand.get_mut(m), row.get(j)) {
-                *slot = (u64::from(key(x)) << 32) | u64::from(u32::MAX - i as u32);
-                m += 1;
-            }
-        }
-    }
-    m
 }
 
 /// Gathers (key, !index) of values with |x| ≥ threshold, in ascending index order.
@@ -356,7 +315,7 @@ mod tests {
             width: xs.len() / rows,
         };
         let mut out = vec![0; k];
-        select(&mut s, &view, &mut out, &mut Prefetch::none(), None);
+        select(&mut s, &view, &mut out, &mut Prefetch::none());
         out
     }
 
