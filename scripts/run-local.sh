@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup-torch.sh
-echo "[run-local] building release binaries" >&2
+echo "[run-local] building release binaries (the first build takes several minutes)" >&2
 cargo build --release --workspace --bins
-exec ./target/release/tributary-worker self-check "$@"
+exec cargo run --quiet --release -p tributary-worker -- self-check "$@"
