@@ -69,6 +69,7 @@ impl Default for DataSource {
 pub struct EmbeddedData {
     /// Seed of the language and of the corpus. Defaults to the run's `seed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = crate::MAX_SEED))]
     pub seed: Option<u64>,
     /// Hidden states of the generating process (more states: harder language).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -48,6 +48,9 @@ use kube::CustomResourceExt;
 
 /// API group of both resources.
 pub const GROUP: &str = "tributary.dev";
+/// Largest seed a spec may carry: 2^53 − 1, the largest integer every JSON client (kubectl
+/// included) reads exactly; the API server itself stores at most int64.
+pub const MAX_SEED: u64 = (1 << 53) - 1;
 /// API version of both resources.
 pub const VERSION: &str = "v1alpha1";
 

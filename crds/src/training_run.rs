@@ -63,6 +63,7 @@ pub struct TrainingRunSpec {
     pub stop: StopCondition,
     /// Seed of initialization, data assignment and the embedded data.
     #[serde(default)]
+    #[schemars(range(max = crate::MAX_SEED))]
     pub seed: u64,
     /// How often and where checkpoints are written.
     #[serde(default)]

@@ -77,6 +77,7 @@ fn schema_refuses_nonsense_runs() {
         ("/spec/compression/bits", json!(3), "bits 3"),
         ("/spec/compression/bits", json!("2"), "bits as a string"),
         ("/spec/innerOptimizer/innerSteps", json!(0), "H 0"),
+        ("/spec/seed", json!(1u64 << 53), "seed beyond 2^53 - 1"),
         ("/spec/model/preset", json!("huge"), "unknown preset"),
         (
             "/spec/compression/quantizer",
