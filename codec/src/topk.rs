@@ -319,6 +319,13 @@ mod tests {
         out
     }
 
+    /// One step of a 64-bit linear congruential generator: reproducible test data.
+    fn lcg(state: u64) -> u64 {
+        state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    }
+
     #[test]
     fn matches_sort_with_ties_and_zeros() {
         let mut state = 0x1234_5678_u64;
@@ -328,9 +335,7 @@ mod tests {
             let k = 1 + case * 13 % n;
             let xs: Vec<f32> = (0..n)
                 .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    state = lcg(state);
                     let v = ((state >> 40) % 7) as f32 - 3.0; // many ties
                     if case % 3 == 0 {
                         v
@@ -352,9 +357,7 @@ mod tests {
             let k = 1 + case * 7 % n;
             let xs: Vec<f32> = (0..n)
                 .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    state = lcg(state);
                     let v = ((state >> 40) % 9) as f32 - 4.0; // many ties and zeros
                     if case % 2 == 0 {
                         v
