@@ -38,3 +38,12 @@ TORCH_DIR="$("$VENV/bin/python" -W ignore -c 'import os, torch; print(os.path.di
 [[ -f "$TORCH_DIR/lib/libtorch_cpu.so" ]] || die "no libtorch_cpu.so under $TORCH_DIR/lib: broken torch install, delete $VENV and rerun"
 ln -sfn "$TORCH_DIR" "$LINK"
 say "libtorch: $LINK -> $TORCH_DIR"
+
+# transformers checks our Hugging Face export (worker/tests/hf_export.rs); numpy keeps torch quiet.
+TRANSFORMERS_VERSION="${TRANSFORMERS_VERSION:-5.24.0}"
+if ! "$VENV/bin/python" -W ignore -c "import transformers, sys; sys.exit(transformers.__version__ != '$TRANSFORMERS_VERSION')" 2>/dev/null; then
+    say "installing transformers==$TRANSFORMERS_VERSION"
+    "$VENV/bin/python" -m pip install --progress-bar on --disable-pip-version-check \
+        "transformers==$TRANSFORMERS_VERSION" numpy \
+        || die "pip could not install transformers==$TRANSFORMERS_VERSION"
+fi

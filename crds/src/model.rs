@@ -41,13 +41,13 @@ impl ModelPreset {
         match self {
             // Ours: small enough that a test trains it on one CPU core.
             Self::Tiny => ModelConfig {
-                layers: 4,
-                hidden: 128,
+                layers: 3,
+                hidden: 64,
                 heads: 4,
                 kv_heads: 2,
-                intermediate: 384,
-                vocab: 1024,
-                context: 128,
+                intermediate: 192,
+                vocab: 256,
+                context: 64,
                 rope_theta: 10_000.0,
                 norm_eps: 1e-5,
                 tie_embeddings: false,

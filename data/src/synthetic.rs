@@ -36,9 +36,9 @@ impl LanguageConfig {
             seed,
             vocab,
             states: 64,
-            fanout: 6,
-            emissions: 24.min(vocab),
-            zipf_exponent: 1.0,
+            fanout: 3,
+            emissions: 8.min(vocab),
+            zipf_exponent: 1.2,
         }
     }
 

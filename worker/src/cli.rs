@@ -1,9 +1,14 @@
 //! Command line of `tributary-worker`. Every flag can also come from the environment, so a pod
 //! spec and a terminal configure the worker the same way.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tributary_codec::QuantMode;
 
 use crate::self_check;
+use crate::simulate::{self, CompareOptions, SimConfig, Strategy, WireFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +29,86 @@ pub enum Command {
         #[arg(long, env = "TRIBUTARY_SELF_CHECK_JSON")]
         json: bool,
     },
+    /// Simulates N peers in this process with one strategy on the embedded language.
+    Simulate(SimulateArgs),
+    /// Runs every strategy at equal tokens for each seed and writes the comparison report.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// A full run configuration (JSON, as `compare` writes them); the flags below are ignored.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "sparseloco")]
+    strategy: Strategy,
+    /// Tokens processed by all peers together.
+    #[arg(long, default_value_t = 2_000_000)]
+    tokens: u64,
+    #[arg(long, default_value_t = 4)]
+    peers: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Inner steps per round (diloco, sparseloco).
+    #[arg(long, default_value_t = 15)]
+    inner_steps: u32,
+    /// Values kept per 64×64 chunk (64 = density 1/64).
+    #[arg(long, default_value_t = 64)]
+    k_per_chunk: u16,
+    /// Use the production quantizer and count bytes in the production wire format.
+    #[arg(long)]
+    production: bool,
+    /// Inner (or DDP) learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// libtorch threads.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Hidden states of the embedded language (default: calibrated).
+    #[arg(long)]
+    states: Option<u32>,
+    /// Successor states per hidden state.
+    #[arg(long)]
+    fanout: Option<u32>,
+    /// Tokens each hidden state emits.
+    #[arg(long)]
+    emissions: Option<u32>,
+    /// Zipf exponent of transitions and emissions.
+    #[arg(long)]
+    zipf: Option<f64>,
+    /// Where to write the run's JSON report.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print only the final line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Directory of the report (report.md, results.json, curves.csv, plots).
+    #[arg(long, default_value = "reports/compare")]
+    out: PathBuf,
+    /// Tokens per run (all peers together).
+    #[arg(long, default_value_t = 8_388_608)]
+    tokens: u64,
+    /// Seeds, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    seeds: Vec<u64>,
+    /// Runs in parallel, one core each.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    #[arg(long, default_value_t = 4)]
+    peers: u32,
+    /// Evaluations per run.
+    #[arg(long, default_value_t = 16)]
+    evals: u32,
+    /// Held-out sequences per evaluation.
+    #[arg(long, default_value_t = 256)]
+    eval_sequences: u32,
+    /// Exit non-zero unless every claim of the comparison holds.
+    #[arg(long)]
+    check: bool,
 }
 
 impl Cli {
@@ -38,6 +123,92 @@ impl Cli {
                 }
                 Ok(())
             }
+            Command::Simulate(args) => run_simulate(args),
+            Command::Compare(args) => {
+                let opts = CompareOptions {
+                    out_dir: args.out,
+                    tokens: args.tokens,
+                    seeds: args.seeds,
+                    jobs: args.jobs,
+                    peers: args.peers,
+                    evals: args.evals,
+                    eval_sequences: args.eval_sequences,
+                };
+                let (_, ok) = simulate::compare(&opts)?;
+                println!("report: {}", opts.out_dir.join("report.md").display());
+                if args.check && !ok {
+                    anyhow::bail!("the comparison's claims do not all hold (see the report)");
+                }
+                Ok(())
+            }
         }
     }
+}
+
+fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let cfg: SimConfig = match &args.config {
+        Some(path) => serde_json::from_slice(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?,
+        None => from_flags(&args),
+    };
+    let quiet = args.quiet;
+    let report = simulate::simulate(&cfg, |p| {
+        if !quiet {
+            println!(
+                "{:>6} tokens {:>10}  train {:.4}  held-out {:.4}  excess {:.4}  bytes/peer {}",
+                p.step, p.tokens, p.train_loss, p.eval_loss, p.excess, p.bytes_per_peer
+            );
+        }
+    })?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    println!(
+        "{}: held-out {:.4}, floor {:.4}, excess {:.4}, {} bytes/peer, {:.0} s, fingerprint {}",
+        cfg.name,
+        report.final_eval_loss,
+        report.floor,
+        report.excess,
+        report.bytes_per_peer,
+        report.wall_seconds,
+        report.fingerprint
+    );
+    Ok(())
+}
+
+fn from_flags(args: &SimulateArgs) -> SimConfig {
+    let opts = CompareOptions {
+        out_dir: PathBuf::new(),
+        tokens: args.tokens,
+        seeds: vec![args.seed],
+        jobs: 1,
+        peers: args.peers,
+        evals: 16,
+        eval_sequences: 256,
+    };
+    let mut cfg = simulate::base(&opts, args.seed);
+    cfg.name = format!("{:?}", args.strategy).to_lowercase();
+    cfg.strategy = args.strategy;
+    cfg.inner_steps = args.inner_steps;
+    cfg.codec.k_per_chunk = args.k_per_chunk;
+    cfg.threads = args.threads;
+    if args.production {
+        cfg.codec.mode = QuantMode::Production;
+        cfg.wire = WireFormat::Production;
+    }
+    if args.strategy == Strategy::Diloco {
+        cfg.outer = simulate::diloco_outer();
+    }
+    let l = &mut cfg.language;
+    l.states = args.states.unwrap_or(l.states);
+    l.fanout = args.fanout.unwrap_or(l.fanout);
+    l.emissions = args.emissions.unwrap_or(l.emissions);
+    l.zipf_exponent = args.zipf.unwrap_or(l.zipf_exponent);
+    if let Some(lr) = args.lr {
+        cfg.inner.lr = lr;
+    }
+    cfg
 }

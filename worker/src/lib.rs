@@ -1,6 +1,11 @@
 //! The Tributary worker: trains a model with libtorch, compresses its pseudo-gradients and
 //! exchanges them with the run's coordinator. Runs in a pod or on any external machine.
 
+pub mod checkpoint;
 pub mod cli;
+pub mod export;
+pub mod model;
 pub mod self_check;
+pub mod simulate;
 pub mod telemetry;
+pub mod train;

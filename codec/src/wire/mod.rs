@@ -3,10 +3,12 @@
 mod decode;
 mod encode;
 mod header;
+mod production;
 
 pub use decode::decode;
 pub use encode::encode;
 pub use header::{DecodeLimits, HeaderInfo, inspect};
+pub use production::production_wire_bytes;
 
 /// First four bytes of every encoded contribution.
 pub const MAGIC: [u8; 4] = *b"TRBC";

@@ -1,0 +1,14 @@
+//! Single-process simulator: N peers on disjoint streams of the embedded language, trained with
+//! `ddp`, `diloco` or `sparseloco` at equal tokens, with loss against the entropy floor and the
+//! bytes each peer would have sent.
+
+mod compare;
+mod config;
+mod plot;
+mod report;
+mod run;
+
+pub use compare::{CompareOptions, base, check, compare, diloco_outer, plan};
+pub use config::{SimConfig, Strategy, WireFormat};
+pub use report::{Point, RunReport};
+pub use run::simulate;

@@ -1,0 +1,9 @@
+//! Optimisation: the inner AdamW loop on libtorch tensors and the outer step on flat buffers.
+
+mod adamw;
+mod inner;
+mod outer;
+
+pub use adamw::{AdamW, AdamWConfig};
+pub use inner::{InnerLoop, batch_tensor};
+pub use outer::OuterStep;
