@@ -14,3 +14,5 @@ pub use header::{HEADER_BYTES, MAGIC, ShardHeader, TokenWidth, VERSION};
 pub use set::{Schedule, ShardSet, WindowCount};
 pub use shard::Shard;
 pub use writer::ShardWriter;
+
+pub(crate) use writer::StagedShard;
