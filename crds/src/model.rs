@@ -8,7 +8,7 @@ use crate::{Error, Result};
 /// A named LLaMA-style architecture.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelPreset {
-    /// About 1.05M parameters: unit and end-to-end tests on a CPU in seconds.
+    /// About 181k parameters: tests, the devnet and the strategy comparison on a CPU.
     #[serde(rename = "tiny")]
     Tiny,
     /// About 32M parameters: CPU-trainable, for benchmarks and local runs.
@@ -39,7 +39,9 @@ impl ModelPreset {
     /// The preset's concrete architecture.
     pub fn config(self) -> ModelConfig {
         match self {
-            // Ours: small enough that a test trains it on one CPU core.
+            // Ours: ~30k tokens/s on one CPU core, so the strategy comparison (8M tokens per strategy,
+            // two seeds) fits in an hour on two cores; large enough to approach the embedded
+            // language's floor (docs/benchmarks.md).
             Self::Tiny => ModelConfig {
                 layers: 3,
                 hidden: 64,
@@ -104,7 +106,7 @@ impl ModelPreset {
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
-    /// Named architecture: tiny (~1M), small (~32M), 1b (TinyLlama-1.1B), covenant-72b.
+    /// Named architecture: tiny (~181k), small (~32M), 1b (TinyLlama-1.1B), covenant-72b.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<ModelPreset>,
     /// Transformer blocks.

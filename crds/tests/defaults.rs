@@ -51,7 +51,7 @@ fn almost_empty_spec_gets_the_published_defaults() {
     assert_eq!((s.copy_overlap_threshold, s.eval_lr_scale), (0.4, 0.2));
 
     assert_eq!(spec.data.batch_size, 192);
-    assert_eq!(spec.sequence_length().unwrap(), 128, "the model's context");
+    assert_eq!(spec.sequence_length().unwrap(), 64, "the model's context");
     assert!(matches!(spec.data.source, DataSource::Embedded(_)));
     assert_eq!(spec.checkpoints.every_rounds, 10);
     assert_eq!(spec.worker_template.gpus_per_worker, 1);
@@ -234,9 +234,9 @@ fn derived_values() {
         total_rounds: None,
         total_tokens: Some(1_000_000_000),
     };
-    // tiny: 30 × 192 × 128 tokens per peer-round, 20 peers.
-    assert_eq!(spec.tokens_per_peer_round().unwrap(), 737_280);
-    assert_eq!(spec.total_rounds().unwrap(), Some(68));
+    // tiny: 30 × 192 × 64 tokens per peer-round, 20 peers.
+    assert_eq!(spec.tokens_per_peer_round().unwrap(), 368_640);
+    assert_eq!(spec.total_rounds().unwrap(), Some(136));
     assert_eq!(spec.data_seed(), 0);
 
     let part = ParticipationSpec {

@@ -36,7 +36,7 @@ fn trainingrun_example_parses_and_validates() {
     let problems = run.spec.validate();
     assert!(problems.is_empty(), "{problems}");
     assert_eq!(run.spec.total_rounds().unwrap(), Some(40));
-    assert_eq!(run.spec.tokens_per_peer_round().unwrap(), 5 * 8 * 128);
+    assert_eq!(run.spec.tokens_per_peer_round().unwrap(), 5 * 16 * 64);
 }
 
 #[test]

@@ -63,7 +63,7 @@ fn data_rules() {
     assert_eq!(
         problems(&s),
         [
-            "spec.data.sequenceLength: 4096 exceeds the model's context of 128",
+            "spec.data.sequenceLength: 4096 exceeds the model's context of 64",
             "spec.data.gradientAccumulation: batchSize 10 is not a multiple of gradientAccumulation 4",
         ]
     );

@@ -5,6 +5,8 @@
 //! can regenerate exactly the tokens a peer was assigned.
 
 mod error;
+pub mod prepare;
+pub mod shards;
 mod stream;
 pub mod synthetic;
 

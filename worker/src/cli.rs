@@ -33,6 +33,31 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Runs every strategy at equal tokens for each seed and writes the comparison report.
     Compare(CompareArgs),
+    /// Tokenizes plain-text (or .jsonl) files with a Hugging Face tokenizer.json into token
+    /// shards (format: docs/data-shards.md).
+    PrepareData(PrepareDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareDataArgs {
+    /// The tokenizer.json of a Hugging Face tokenizer.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Directory to write shard-00000.bin, ... into (must not already hold shards).
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokens per shard.
+    #[arg(long, default_value_t = 100_000_000)]
+    tokens_per_shard: u64,
+    /// Token appended after every document, e.g. "</s>".
+    #[arg(long)]
+    eos: Option<String>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Text files (one document each) or .jsonl files (a "text" field per line).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +149,27 @@ impl Cli {
                 Ok(())
             }
             Command::Simulate(args) => run_simulate(args),
+            Command::PrepareData(args) => {
+                let report =
+                    tributary_data::prepare::prepare(&tributary_data::prepare::PrepareOptions {
+                        tokenizer: args.tokenizer,
+                        inputs: args.inputs,
+                        output_dir: args.out.clone(),
+                        tokens_per_shard: args.tokens_per_shard,
+                        append_eos: args.eos,
+                        progress: !args.quiet,
+                    })?;
+                println!(
+                    "{} documents from {} files: {} tokens (vocab {}) in {} shards under {}",
+                    report.documents,
+                    report.files,
+                    report.tokens,
+                    report.vocab,
+                    report.shards.len(),
+                    args.out.display()
+                );
+                Ok(())
+            }
             Command::Compare(args) => {
                 let opts = CompareOptions {
                     out_dir: args.out,

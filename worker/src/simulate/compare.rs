@@ -29,7 +29,7 @@ pub struct CompareOptions {
 }
 
 /// Inner learning rate of every peer-local AdamW (calibrated: docs/benchmarks.md).
-const INNER_LR: f64 = 3e-3;
+const INNER_LR: f64 = 6e-3;
 /// DDP's learning rate for its 4× larger batch (tuned: docs/benchmarks.md).
 const DDP_LR: f64 = 6e-3;
 /// Sparse-strategy rounds and the small-H DiLoCo baseline.
