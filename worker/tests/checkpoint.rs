@@ -1,4 +1,5 @@
 //! Checkpoints: exact round trip, corruption caught, and resuming continues identically.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tch::Device;
 use tributary_codec::{

@@ -1,5 +1,6 @@
 //! The Hugging Face export, checked by its real consumer: transformers loads the exported
 //! model and its logits match ours (f32, CPU).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

@@ -1,4 +1,5 @@
 //! The outer step is bit-for-bit deterministic, whatever the thread count.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tributary_crds::{OuterKind, OuterOptimizer};
 use tributary_worker::model::{ParamSpec, fingerprint};

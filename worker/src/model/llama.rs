@@ -22,21 +22,21 @@ pub trait ModelConfigExt {
 
 impl ModelConfigExt for ModelConfig {
     fn check(&self) -> Result<()> {
-        if self.heads == 0 || self.hidden % self.heads != 0 {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             bail!(
                 "heads ({}) must divide hidden ({})",
                 self.heads,
                 self.hidden
             );
         }
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             bail!(
                 "kvHeads ({}) must divide heads ({})",
                 self.kv_heads,
                 self.heads
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             bail!(
                 "head dim {} must be even for rotary embeddings",
                 self.head_dim()
@@ -189,6 +189,8 @@ impl Llama {
         tch::autocast(autocast, || self.forward_inner(tokens)).to_kind(Kind::Float)
     }
 
+    // `x += …` would add in place into a tensor autograd saved for the backward pass.
+    #[allow(clippy::assign_op_pattern)]
     fn forward_inner(&self, tokens: &Tensor) -> Tensor {
         let eps = self.config.norm_eps;
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
