@@ -27,7 +27,10 @@ fn python() -> std::path::PathBuf {
     // transformers into the same venv.
     let torch = std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/../.libtorch"))
         .expect("run scripts/setup-torch.sh first (.libtorch missing)");
-    let venv = torch.ancestors().nth(4).expect("venv root above site-packages/torch");
+    let venv = torch
+        .ancestors()
+        .nth(4)
+        .expect("venv root above site-packages/torch");
     venv.join("bin/python")
 }
 
@@ -53,8 +56,14 @@ fn check(cfg: ModelConfig) {
     let dir = tempfile::tempdir().unwrap();
     export_hf(&dir.path().join("model"), &cfg, &specs, &values).unwrap();
     let tokens = Tensor::randint(i64::from(cfg.vocab), [2, 24], (Kind::Int64, Device::Cpu));
-    let rows: Vec<Vec<i64>> = (0..2).map(|i| Vec::<i64>::try_from(tokens.get(i)).unwrap()).collect();
-    std::fs::write(dir.path().join("tokens.json"), serde_json::to_vec(&rows).unwrap()).unwrap();
+    let rows: Vec<Vec<i64>> = (0..2)
+        .map(|i| Vec::<i64>::try_from(tokens.get(i)).unwrap())
+        .collect();
+    std::fs::write(
+        dir.path().join("tokens.json"),
+        serde_json::to_vec(&rows).unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("check.py"), SCRIPT).unwrap();
     let out = Command::new(python())
         .arg(dir.path().join("check.py"))
@@ -63,7 +72,11 @@ fn check(cfg: ModelConfig) {
         .arg(dir.path().join("logits.bin"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "transformers failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "transformers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let theirs: Vec<f32> = std::fs::read(dir.path().join("logits.bin"))
         .unwrap()
         .chunks_exact(4)
@@ -72,9 +85,19 @@ fn check(cfg: ModelConfig) {
     let ours = Vec::<f32>::try_from(model.forward(&tokens).flatten(0, -1)).unwrap();
     assert_eq!(ours.len(), theirs.len());
     let spread = ours.iter().map(|x| x.abs()).fold(0f32, f32::max);
-    let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(spread > 1.0, "logits too small to be a meaningful check: {spread}");
-    assert!(diff <= 1e-4, "logits differ by {diff} (largest |logit| {spread})");
+    let diff = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        spread > 1.0,
+        "logits too small to be a meaningful check: {spread}"
+    );
+    assert!(
+        diff <= 1e-4,
+        "logits differ by {diff} (largest |logit| {spread})"
+    );
 }
 
 #[test]

@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use tributary_codec::{CodecParams, QuantMode};
+use tributary_codec::{
+    CodecParams, ErrorFeedback, QuantMode, TensorShape, compress_contribution, encode,
+};
 use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer};
 use tributary_data::synthetic::LanguageConfig;
 
 use super::config::{SimConfig, Strategy, WireFormat};
 use super::plot::{XAxis, loss_plot};
 use super::report::RunReport;
+use crate::model::param_specs;
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -77,7 +80,7 @@ pub fn diloco_outer() -> OuterOptimizer {
 }
 
 /// Every run of the comparison for one seed.
-pub fn plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
+pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
     let b = base(opts, seed);
     let nesterov = diloco_outer();
     let sparse = |name: &str, k: u16, mode: QuantMode, wire: WireFormat| SimConfig {
@@ -90,9 +93,16 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
         wire,
         ..b.clone()
     };
-    // Large-H DiLoCo: two dense rounds, within 10× SparseLoCo-1/64's bytes.
+    // Large-H DiLoCo: as many dense rounds as fit in 10× SparseLoCo-1/64's bytes (at least one).
     let steps = b.steps();
-    vec![
+    let sparse_bytes = steps.div_ceil(u64::from(H)) * sparse_round_bytes(&b)?;
+    let numel: u64 = param_specs(&b.model)?
+        .iter()
+        .map(|s| s.numel() as u64)
+        .sum();
+    let large_rounds = (10 * sparse_bytes / (4 * numel)).max(1);
+    let large_h = steps.div_ceil(large_rounds).max(1);
+    Ok(vec![
         SimConfig {
             name: format!("ddp s{seed}"),
             strategy: Strategy::Ddp,
@@ -109,9 +119,9 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
             ..b.clone()
         },
         SimConfig {
-            name: format!("diloco H{} s{seed}", steps.div_ceil(2)),
+            name: format!("diloco H{large_h} s{seed}"),
             strategy: Strategy::Diloco,
-            inner_steps: steps.div_ceil(2).max(1) as u32,
+            inner_steps: u32::try_from(large_h)?,
             outer: nesterov,
             ..b.clone()
         },
@@ -139,14 +149,48 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
             QuantMode::Production,
             WireFormat::Production,
         ),
-    ]
+    ])
+}
+
+/// Encoded bytes of one `tiny` contribution under `cfg.codec`. The wire size depends only on the
+/// shapes and k (Elias–Fano positions, fixed-width codes), so any pseudo-gradient measures it.
+fn sparse_round_bytes(cfg: &SimConfig) -> Result<u64> {
+    let specs = param_specs(&cfg.model)?;
+    let shapes = specs
+        .iter()
+        .map(|s| TensorShape::new(&s.shape))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let deltas: Vec<Vec<f32>> = specs
+        .iter()
+        .map(|s| {
+            (0..s.numel())
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        })
+        .collect();
+    let mut efs: Vec<ErrorFeedback> = deltas
+        .iter()
+        .map(|d| ErrorFeedback::zeros(d.len()))
+        .collect();
+    let slices: Vec<&[f32]> = deltas.iter().map(Vec::as_slice).collect();
+    let c = compress_contribution(&mut efs, &slices, &shapes, &cfg.codec)?;
+    Ok(encode(&c)?.len() as u64)
 }
 
 /// Runs the comparison; returns the reports and whether every claim held.
 pub fn compare(opts: &CompareOptions) -> Result<(Vec<RunReport>, bool)> {
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
-    let runs: Vec<SimConfig> = opts.seeds.iter().flat_map(|s| plan(opts, *s)).collect();
+    let mut runs: Vec<SimConfig> = Vec::new();
+    for seed in &opts.seeds {
+        runs.extend(plan(opts, *seed)?);
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut reports = Vec::new();
     for wave in runs.chunks(opts.jobs.max(1)) {
