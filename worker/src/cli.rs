@@ -86,6 +86,18 @@ pub struct SimulateArgs {
     /// Inner (or DDP) learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// Outer learning rate.
+    #[arg(long)]
+    outer_lr: Option<f64>,
+    /// Outer optimizer for diloco: nesterov (default, lr 0.7, μ 0.9) or sgd.
+    #[arg(long)]
+    outer_sgd: bool,
+    /// Error-feedback decay β.
+    #[arg(long)]
+    beta: Option<f32>,
+    /// Aggregate with the paper's (1/R)·Σ instead of production's clipped mean over selectors.
+    #[arg(long)]
+    paper_mean: bool,
     /// libtorch threads.
     #[arg(long, default_value_t = 1)]
     threads: u32,
@@ -245,9 +257,14 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
         cfg.codec.mode = QuantMode::Production;
         cfg.wire = WireFormat::Production;
     }
-    if args.strategy == Strategy::Diloco {
+    if args.strategy == Strategy::Diloco && !args.outer_sgd {
         cfg.outer = simulate::diloco_outer();
     }
+    if args.outer_lr.is_some() {
+        cfg.outer.lr = args.outer_lr;
+    }
+    cfg.codec.beta = args.beta.unwrap_or(cfg.codec.beta);
+    cfg.paper_mean = args.paper_mean;
     let l = &mut cfg.language;
     l.states = args.states.unwrap_or(l.states);
     l.fanout = args.fanout.unwrap_or(l.fanout);

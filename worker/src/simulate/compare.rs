@@ -63,6 +63,7 @@ pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
             ..CodecParams::default()
         },
         wire: WireFormat::Tributary,
+        paper_mean: false,
         eval_sequences: opts.eval_sequences,
         evals: opts.evals,
         threads: 1,

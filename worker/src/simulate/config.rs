@@ -47,6 +47,10 @@ pub struct SimConfig {
     #[serde(with = "codec_params_serde")]
     pub codec: CodecParams,
     pub wire: WireFormat,
+    /// Per-coordinate mean over all peers ((1/R)·Σ, the paper) instead of over the peers that
+    /// selected it after median-norm clipping (production).
+    #[serde(default)]
+    pub paper_mean: bool,
     /// Held-out sequences for evaluation.
     pub eval_sequences: u32,
     /// Evaluations over the run (evenly spaced in tokens).

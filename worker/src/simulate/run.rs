@@ -222,7 +222,12 @@ impl<'a> Sim<'a> {
         // Peers' payloads differ in size by a few bytes: count their mean.
         self.bytes_per_peer += sent.div_ceil(deltas.len() as u64);
         let refs: Vec<_> = received.iter().collect();
-        Ok(Aggregator::new(AggregationRule::MedianClipMean).aggregate(&refs, None)?)
+        let rule = if self.cfg.paper_mean {
+            AggregationRule::Mean
+        } else {
+            AggregationRule::MedianClipMean
+        };
+        Ok(Aggregator::new(rule).aggregate(&refs, None)?)
     }
 
     fn point(&mut self, step: u64, train_loss: f64, floor: f64) -> Result<Point> {
