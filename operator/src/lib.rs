@@ -2,3 +2,7 @@
 //! per-run coordinator that runs a run's rounds.
 
 pub mod cli;
+pub mod coordinator;
+mod error;
+
+pub use error::{Error, Result};

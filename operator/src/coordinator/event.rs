@@ -1,0 +1,192 @@
+//! What the IO layer tells the round state machine ([`Event`]) and what the machine decides in
+//! return ([`Decision`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// SHA-256 of a payload: a peer's submission or a round's stored aggregate.
+pub type Digest = [u8; 32];
+
+/// A peer's identity: the hex of a hash of its ed25519 public key, derived by the IO layer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PeerId(String);
+
+impl PeerId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for PeerId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for PeerId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+/// An input to the machine. Times are milliseconds on the IO layer's clock; the machine never
+/// reads a clock itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A peer asks to join (the IO layer has verified its key and the allowlist).
+    Join { peer: PeerId, now_ms: u64 },
+    /// A peer is alive.
+    Heartbeat { peer: PeerId, now_ms: u64 },
+    /// A peer leaves the run.
+    Leave { peer: PeerId, now_ms: u64 },
+    /// A complete submission arrived; signature, size and decoding are already checked.
+    Submission {
+        peer: PeerId,
+        round: u64,
+        digest: Digest,
+        now_ms: u64,
+    },
+    /// Time passed. Deadlines and heartbeat expiry are judged after every event; the IO layer
+    /// sends ticks so that they are judged when nothing else happens.
+    Tick { now_ms: u64 },
+    /// The IO layer stored the aggregate of `round` that the machine asked for.
+    AggregateStored { round: u64, digest: Digest },
+}
+
+/// An output of the machine: what the IO layer must do or announce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    Admitted {
+        peer: PeerId,
+    },
+    Refused {
+        peer: PeerId,
+        reason: RefuseReason,
+    },
+    /// Removed from the membership: no heartbeat or submission within the heartbeat timeout.
+    PeerExpired {
+        peer: PeerId,
+    },
+    RoundOpened {
+        round: u64,
+        /// Submissions are accepted while the clock is below this.
+        deadline_ms: u64,
+        /// The round's members, sorted; only they may submit to this round.
+        members: Vec<PeerId>,
+    },
+    Accepted {
+        peer: PeerId,
+        round: u64,
+    },
+    Rejected {
+        peer: PeerId,
+        round: u64,
+        reason: RejectReason,
+    },
+    /// Aggregate these peers' accepted submissions of `round`, store the result and answer with
+    /// [`Event::AggregateStored`].
+    Aggregate {
+        round: u64,
+        /// Sorted, without repeats.
+        peers: Vec<PeerId>,
+    },
+    DeadlineExtended {
+        round: u64,
+        deadline_ms: u64,
+    },
+    /// The round ends without an aggregate; its number is consumed and θ is unchanged.
+    RoundSkipped {
+        round: u64,
+        reason: SkipReason,
+    },
+    /// Announce the aggregate of `round`; θ advances by one version.
+    Published {
+        round: u64,
+        digest: Digest,
+    },
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// The run already has `maxPeers + reservePeers` members.
+    RunFull,
+}
+
+impl RefuseReason {
+    /// Stable label for responses and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RunFull => "run-full",
+        }
+    }
+}
+
+/// Why a submission was rejected, in the order the machine checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The peer is not a member of the run (never joined, left, or expired).
+    NotAMember,
+    /// No round is open or aggregating.
+    RoundNotOpen,
+    /// The submission names a round other than the current one.
+    WrongRound,
+    /// The peer already has an accepted submission for this round.
+    Duplicate,
+    /// The peer is a member but not in this round's member list (it joined mid-round).
+    NotInRound,
+    /// The round's deadline has passed.
+    PastDeadline,
+    /// The round closed early, before its deadline, with `maxPeers` submissions.
+    RoundClosed,
+}
+
+impl RejectReason {
+    /// Stable label for `SubmitUpdateResponse.reject_reason` and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotAMember => "not-a-member",
+            Self::RoundNotOpen => "round-not-open",
+            Self::WrongRound => "wrong-round",
+            Self::Duplicate => "duplicate",
+            Self::NotInRound => "not-in-round",
+            Self::PastDeadline => "past-deadline",
+            Self::RoundClosed => "round-closed",
+        }
+    }
+}
+
+/// Why a round ended without an aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipReason {
+    /// Straggler policy `aggregate`, and nothing was accepted.
+    NoSubmissions,
+    /// Fewer than `minPeers` accepted, under policy `skip`, or when no round member is left who
+    /// could still submit.
+    TooFewSubmissions,
+    /// Straggler policy `extend`, and fewer than `minPeers` after the last extension.
+    ExtensionsExhausted,
+}
+
+impl SkipReason {
+    /// Stable label for `RoundSkipped.reason` and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoSubmissions => "no-submissions",
+            Self::TooFewSubmissions => "too-few-submissions",
+            Self::ExtensionsExhausted => "extensions-exhausted",
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The coordinator's state and its transition function, [`Coordinator::apply`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tributary_crds::StragglerPolicy;
+
+use super::event::{Decision, Digest, Event, PeerId, RefuseReason, RejectReason, SkipReason};
+use super::policy::RoundPolicy;
+
+/// One run's membership and rounds. Pure: every input is an [`Event`], every output a
+/// [`Decision`]; the whole state serializes, so a coordinator restored from a snapshot decides
+/// exactly as the one that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coordinator {
+    policy: RoundPolicy,
+    /// Latest time seen in any event: time inside the machine never runs backwards.
+    clock_ms: u64,
+    members: BTreeMap<PeerId, Member>,
+    /// The number the next round opens with; a number is never used twice.
+    next_round: u64,
+    /// Aggregates published so far: the version of θ the next round starts from.
+    model_version: u64,
+    round: Option<Round>,
+    published: Vec<PublishedRound>,
+    skipped: Vec<SkippedRound>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Member {
+    last_seen_ms: u64,
+}
+
+/// The open or aggregating round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Round {
+    number: u64,
+    deadline_ms: u64,
+    extensions: u32,
+    stage: Stage,
+    /// Round members who may still submit: neither submitted, left nor expired.
+    pending: BTreeSet<PeerId>,
+    accepted: BTreeMap<PeerId, Digest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Stage {
+    Open,
+    /// Closed; waiting for [`Event::AggregateStored`].
+    Aggregating,
+}
+
+/// Where the run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Fewer than `minPeers` members; `next_round` opens when enough join.
+    Waiting { next_round: u64 },
+    /// Accepting submissions until `deadline_ms`.
+    Open { round: u64, deadline_ms: u64 },
+    /// Closed; the IO layer is aggregating.
+    Aggregating { round: u64 },
+}
+
+/// A published round: the aggregate and the submissions it was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedRound {
+    pub round: u64,
+    pub digest: Digest,
+    /// Sorted by peer.
+    pub contributions: Vec<Contribution>,
+}
+
+/// One accepted submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub peer: PeerId,
+    pub digest: Digest,
+}
+
+/// A round that ended without an aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRound {
+    pub round: u64,
+    pub reason: SkipReason,
+}
+
+/// What closing a round leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Aggregate,
+    Extend,
+    Skip(SkipReason),
+}
+
+/// Why an open round stops taking submissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Every round member submitted or left, or `maxPeers` were accepted.
+    Complete,
+    Deadline,
+}
+
+impl Coordinator {
+    /// A run with no members, before round 0.
+    pub fn new(policy: RoundPolicy) -> Self {
+        Self {
+            policy,
+            clock_ms: 0,
+            members: BTreeMap::new(),
+            next_round: 0,
+            model_version: 0,
+            round: None,
+            published: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Applies one event and returns the decisions it causes, in the order they happened.
+    pub fn apply(&mut self, event: Event) -> Vec<Decision> {
+        let mut out = Vec::new();
+        match event {
+            Event::Join { peer, now_ms } => {
+                self.advance(now_ms);
+                self.join(peer, &mut out);
+            }
+            Event::Heartbeat { peer, now_ms } => {
+                self.advance(now_ms);
+                self.touch(&peer);
+            }
+            Event::Leave { peer, now_ms } => {
+                self.advance(now_ms);
+                self.remove(&peer);
+            }
+            Event::Submission {
+                peer,
+                round,
+                digest,
+                now_ms,
+            } => {
+                self.advance(now_ms);
+                out.push(self.submission(peer, round, digest));
+            }
+            Event::Tick { now_ms } => self.advance(now_ms),
+            Event::AggregateStored { round, digest } => self.publish(round, digest, &mut out),
+        }
+        self.settle(&mut out);
+        out
+    }
+
+    pub fn policy(&self) -> &RoundPolicy {
+        &self.policy
+    }
+
+    pub fn phase(&self) -> Phase {
+        match &self.round {
+            None => Phase::Waiting {
+                next_round: self.next_round,
+            },
+            Some(round) => match round.stage {
+                Stage::Open => Phase::Open {
+                    round: round.number,
+                    deadline_ms: round.deadline_ms,
+                },
+                Stage::Aggregating => Phase::Aggregating {
+                    round: round.number,
+                },
+            },
+        }
+    }
+
+    /// Latest time seen in an event.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// Members of the run, sorted.
+    pub fn members(&self) -> impl Iterator<Item = &PeerId> {
+        self.members.keys()
+    }
+
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.members.contains_key(peer)
+    }
+
+    /// Aggregates published so far; a late joiner replays them in order.
+    pub fn model_version(&self) -> u64 {
+        self.model_version
+    }
+
+    /// Published rounds, oldest first.
+    pub fn published(&self) -> &[PublishedRound] {
+        &self.published
+    }
+
+    /// Skipped rounds, oldest first.
+    pub fn skipped(&self) -> &[SkippedRound] {
+        &self.skipped
+    }
+
+    fn advance(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+    }
+
+    fn touch(&mut self, peer: &PeerId) {
+        if let Some(member) = self.members.get_mut(peer) {
+            member.last_seen_ms = self.clock_ms;
+        }
+    }
+
+    fn join(&mut self, peer: PeerId, out: &mut Vec<Decision>) {
+        if self.members.contains_key(&peer) {
+            // A retried Join: admitted again, and it counts as a heartbeat.
+            self.touch(&peer);
+        } else if self.members.len() >= self.policy.capacity() as usize {
+            out.push(Decision::Refused {
+                peer,
+                reason: RefuseReason::RunFull,
+            });
+            return;
+        } else {
+            let member = Member {
+                last_seen_ms: self.clock_ms,
+            };
+            self.members.insert(peer.clone(), member);
+        }
+        out.push(Decision::Admitted { peer });
+    }
+
+    fn remove(&mut self, peer: &PeerId) {
+        self.members.remove(peer);
+        if let Some(round) = &mut self.round {
+            round.pending.remove(peer);
+        }
+    }
+
+    fn expire(&mut self, out: &mut Vec<Decision>) {
+        let timeout = self.policy.heartbeat_timeout_ms();
+        let now = self.clock_ms;
+        let expired: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, member)| now.saturating_sub(member.last_seen_ms) > timeout)
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        for peer in expired {
+            self.remove(&peer);
+            out.push(Decision::PeerExpired { peer });
+        }
+    }
+
+    fn submission(&mut self, peer: PeerId, round: u64, digest: Digest) -> Decision {
+        let reject = |peer, reason| Decision::Rejected {
+            peer,
+            round,
+            reason,
+        };
+        if !self.members.contains_key(&peer) {
+            return reject(peer, RejectReason::NotAMember);
+        }
+        self.touch(&peer);
+        let now = self.clock_ms;
+        let Some(current) = &mut self.round else {
+            return reject(peer, RejectReason::RoundNotOpen);
+        };
+        if round != current.number {
+            return reject(peer, RejectReason::WrongRound);
+        }
+        if current.accepted.contains_key(&peer) {
+            return reject(peer, RejectReason::Duplicate);
+        }
+        if !current.pending.contains(&peer) {
+            return reject(peer, RejectReason::NotInRound);
+        }
+        if now >= current.deadline_ms {
+            return reject(peer, RejectReason::PastDeadline);
+        }
+        if current.stage == Stage::Aggregating {
+            return reject(peer, RejectReason::RoundClosed);
+        }
+        current.pending.remove(&peer);
+        current.accepted.insert(peer.clone(), digest);
+        Decision::Accepted { peer, round }
+    }
+
+    fn publish(&mut self, round: u64, digest: Digest, out: &mut Vec<Decision>) {
+        // Anything but the aggregate asked for (a stale or repeated store) changes nothing.
+        let Some(current) = self
+            .round
+            .take_if(|current| current.number == round && current.stage == Stage::Aggregating)
+        else {
+            return;
+        };
+        let contributions = current
+            .accepted
+            .into_iter()
+            .map(|(peer, digest)| Contribution { peer, digest })
+            .collect();
+        self.published.push(PublishedRound {
+            round,
+            digest,
+            contributions,
+        });
+        self.model_version += 1;
+        out.push(Decision::Published { round, digest });
+    }
+
+    /// The rules that depend on time and membership, after every event: silent members expire;
+    /// the open round closes if it is complete or past its deadline; the next round opens if
+    /// none is running and enough members are present.
+    fn settle(&mut self, out: &mut Vec<Decision>) {
+        self.expire(out);
+        if let Some(round) = &self.round
+            && round.stage == Stage::Open
+        {
+            let complete = round.pending.is_empty()
+                || round.accepted.len() >= self.policy.max_peers() as usize;
+            if complete {
+                self.close(Close::Complete, out);
+            } else if self.clock_ms >= round.deadline_ms {
+                self.close(Close::Deadline, out);
+            }
+        }
+        if self.round.is_none() && self.members.len() >= self.policy.min_peers().max(1) as usize {
+            self.open(out);
+        }
+    }
+
+    fn close(&mut self, why: Close, out: &mut Vec<Decision>) {
+        let Some(round) = &mut self.round else {
+            return;
+        };
+        match outcome(&self.policy, round, why) {
+            Outcome::Aggregate => {
+                round.stage = Stage::Aggregating;
+                out.push(Decision::Aggregate {
+                    round: round.number,
+                    peers: round.accepted.keys().cloned().collect(),
+                });
+            }
+            Outcome::Extend => {
+                round.extensions += 1;
+                // From now, not from the old deadline: a coordinator back from downtime still
+                // gives stragglers a whole window.
+                round.deadline_ms = self
+                    .clock_ms
+                    .saturating_add(self.policy.submission_window_ms());
+                out.push(Decision::DeadlineExtended {
+                    round: round.number,
+                    deadline_ms: round.deadline_ms,
+                });
+            }
+            Outcome::Skip(reason) => {
+                let skipped = SkippedRound {
+                    round: round.number,
+                    reason,
+                };
+                self.round = None;
+                self.skipped.push(skipped);
+                out.push(Decision::RoundSkipped {
+                    round: skipped.round,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn open(&mut self, out: &mut Vec<Decision>) {
+        let number = self.next_round;
+        self.next_round += 1;
+        let pending: BTreeSet<PeerId> = self.members.keys().cloned().collect();
+        let deadline_ms = self
+            .clock_ms
+            .saturating_add(self.policy.round_duration_ms());
+        out.push(Decision::RoundOpened {
+            round: number,
+            deadline_ms,
+            members: pending.iter().cloned().collect(),
+        });
+        self.round = Some(Round {
+            number,
+            deadline_ms,
+            extensions: 0,
+            stage: Stage::Open,
+            pending,
+            accepted: BTreeMap::new(),
+        });
+    }
+}
+
+/// Aggregate with `minPeers` accepted; with fewer, the straggler policy decides.
+fn outcome(policy: &RoundPolicy, round: &Round, why: Close) -> Outcome {
+    let accepted = round.accepted.len();
+    if accepted >= policy.min_peers() as usize {
+        return Outcome::Aggregate;
+    }
+    match policy.straggler_policy() {
+        StragglerPolicy::Aggregate if accepted > 0 => Outcome::Aggregate,
+        StragglerPolicy::Aggregate => Outcome::Skip(SkipReason::NoSubmissions),
+        StragglerPolicy::Skip => Outcome::Skip(SkipReason::TooFewSubmissions),
+        // Nobody is left who could submit: extending cannot help.
+        StragglerPolicy::Extend if why == Close::Complete => {
+            Outcome::Skip(SkipReason::TooFewSubmissions)
+        }
+        StragglerPolicy::Extend if round.extensions < policy.max_extensions() => Outcome::Extend,
+        StragglerPolicy::Extend => Outcome::Skip(SkipReason::ExtensionsExhausted),
+    }
+}
