@@ -75,7 +75,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Inner steps per round (diloco, sparseloco).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 10)]
     inner_steps: u32,
     /// Values kept per 64×64 chunk (64 = density 1/64).
     #[arg(long, default_value_t = 64)]
@@ -270,6 +270,9 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
     l.fanout = args.fanout.unwrap_or(l.fanout);
     l.emissions = args.emissions.unwrap_or(l.emissions);
     l.zipf_exponent = args.zipf.unwrap_or(l.zipf_exponent);
+    if args.strategy == Strategy::Ddp {
+        cfg.inner.lr = simulate::DDP_LR;
+    }
     if let Some(lr) = args.lr {
         cfg.inner.lr = lr;
     }

@@ -34,9 +34,13 @@ pub struct CompareOptions {
 /// Inner learning rate of every peer-local AdamW (calibrated: docs/benchmarks.md).
 const INNER_LR: f64 = 6e-3;
 /// DDP's learning rate for its 4× larger batch (tuned: docs/benchmarks.md).
-const DDP_LR: f64 = 6e-3;
-/// Sparse-strategy rounds and the small-H DiLoCo baseline.
-const H: u32 = 15;
+pub const DDP_LR: f64 = 4e-3;
+/// Inner steps per SparseLoCo round (still ≥ 1000× fewer bytes than DDP).
+const SPARSE_H: u32 = 10;
+/// SparseLoCo's outer SGD learning rate (tuned: docs/benchmarks.md).
+const SPARSE_OUTER_LR: f64 = 0.85;
+/// The small-H DiLoCo baseline (the DiLoCo paper's H).
+const DILOCO_H: u32 = 15;
 
 /// The base configuration of the comparison for one seed.
 pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
@@ -48,7 +52,7 @@ pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
         tokens: opts.tokens,
         batch: 16,
         seq_len: model.context,
-        inner_steps: H,
+        inner_steps: SPARSE_H,
         seed,
         model,
         language: LanguageConfig::calibrated(seed, model.vocab),
@@ -57,7 +61,10 @@ pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
             warmup_steps: 50,
             ..InnerOptimizer::default()
         },
-        outer: OuterOptimizer::default(),
+        outer: OuterOptimizer {
+            lr: Some(SPARSE_OUTER_LR),
+            ..OuterOptimizer::default()
+        },
         codec: CodecParams {
             mode: QuantMode::Balanced,
             ..CodecParams::default()
@@ -96,7 +103,7 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
     };
     // Large-H DiLoCo: as many dense rounds as fit in 10× SparseLoCo-1/64's bytes (at least one).
     let steps = b.steps();
-    let sparse_bytes = steps.div_ceil(u64::from(H)) * sparse_round_bytes(&b)?;
+    let sparse_bytes = steps.div_ceil(u64::from(SPARSE_H)) * sparse_round_bytes(&b)?;
     let numel: u64 = param_specs(&b.model)?
         .iter()
         .map(|s| s.numel() as u64)
@@ -114,7 +121,8 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
             ..b.clone()
         },
         SimConfig {
-            name: format!("diloco H{H} s{seed}"),
+            name: format!("diloco H{DILOCO_H} s{seed}"),
+            inner_steps: DILOCO_H,
             strategy: Strategy::Diloco,
             outer: nesterov.clone(),
             ..b.clone()

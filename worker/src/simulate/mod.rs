@@ -8,7 +8,7 @@ mod plot;
 mod report;
 mod run;
 
-pub use compare::{CompareOptions, base, check, compare, diloco_outer, plan};
+pub use compare::{CompareOptions, DDP_LR, base, check, compare, diloco_outer, plan};
 pub use config::{SimConfig, Strategy, WireFormat};
 pub use report::{Point, RunReport};
 pub use run::simulate;
