@@ -8,11 +8,11 @@
 use std::time::Instant;
 
 use tch::Device;
-use tributary_codec::{CodecParams, ErrorFeedback, TensorShape, compress_contribution};
+use tributary_codec::{CodecParams, ErrorFeedback, compress_contribution};
 use tributary_crds::{InnerOptimizer, ModelPreset};
 use tributary_data::synthetic::{Language, LanguageConfig};
 use tributary_data::{StreamId, TokenSource};
-use tributary_worker::model::Llama;
+use tributary_worker::model::{Llama, codec_shapes};
 use tributary_worker::train::InnerLoop;
 
 fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -82,13 +82,7 @@ fn main() -> anyhow::Result<()> {
 
         // Compress the pseudo-gradient of one round (host buffers, all cores).
         let params = inner.model.params().to_vecs()?;
-        let shapes = inner
-            .model
-            .params()
-            .specs()
-            .iter()
-            .map(|s| TensorShape::new(&s.shape))
-            .collect::<Result<Vec<_>, _>>()?;
+        let shapes = codec_shapes(inner.model.params().specs())?;
         let mut efs: Vec<ErrorFeedback> = params
             .iter()
             .map(|p| ErrorFeedback::zeros(p.len()))

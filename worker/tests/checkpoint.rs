@@ -3,14 +3,14 @@
 
 use tch::Device;
 use tributary_codec::{
-    AggregationRule, Aggregator, CodecParams, ErrorFeedback, TensorShape, compress_contribution,
+    AggregationRule, Aggregator, CodecParams, ErrorFeedback, compress_contribution,
 };
 use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer};
 use tributary_data::synthetic::{Language, LanguageConfig};
 use tributary_data::{StreamId, TokenSource};
 use tributary_worker::checkpoint::Checkpoint;
-use tributary_worker::model::{Llama, fingerprint};
-use tributary_worker::train::{InnerLoop, OuterStep};
+use tributary_worker::model::{Llama, codec_shapes, fingerprint};
+use tributary_worker::train::{InnerLoop, OuterStep, pseudo_gradient};
 
 struct State {
     theta: Vec<Vec<f32>>,
@@ -62,19 +62,8 @@ fn round(state: &mut State, r: u64) {
             .unwrap();
     }
     let local = inner.model.params().to_vecs().unwrap();
-    let delta: Vec<Vec<f32>> = state
-        .theta
-        .iter()
-        .zip(&local)
-        .map(|(g, l)| g.iter().zip(l).map(|(g, l)| g - l).collect())
-        .collect();
-    let shapes: Vec<TensorShape> = inner
-        .model
-        .params()
-        .specs()
-        .iter()
-        .map(|s| TensorShape::new(&s.shape).unwrap())
-        .collect();
+    let delta = pseudo_gradient(&state.theta, &local);
+    let shapes = codec_shapes(inner.model.params().specs()).unwrap();
     let slices: Vec<&[f32]> = delta.iter().map(Vec::as_slice).collect();
     let c =
         compress_contribution(&mut state.ef, &slices, &shapes, &CodecParams::default()).unwrap();

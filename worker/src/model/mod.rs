@@ -5,4 +5,4 @@ mod params;
 mod rope;
 
 pub use llama::{INIT_STD, Llama, ModelConfigExt, param_specs};
-pub use params::{ParamSet, ParamSpec, fingerprint};
+pub use params::{ParamSet, ParamSpec, codec_shapes, fingerprint};

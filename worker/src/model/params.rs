@@ -127,6 +127,14 @@ impl ParamSet {
     }
 }
 
+/// The codec's shape of every parameter, in order.
+pub fn codec_shapes(specs: &[ParamSpec]) -> Result<Vec<tributary_codec::TensorShape>> {
+    Ok(specs
+        .iter()
+        .map(|s| tributary_codec::TensorShape::new(&s.shape))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 pub(crate) fn tensor_to_vec(t: &Tensor) -> Result<Vec<f32>> {
     let t = t
         .detach()

@@ -7,16 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use tributary_codec::{
-    CodecParams, ErrorFeedback, QuantMode, TensorShape, compress_contribution, encode,
-};
+use tributary_codec::{CodecParams, ErrorFeedback, QuantMode, compress_contribution, encode};
 use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer};
 use tributary_data::synthetic::LanguageConfig;
 
 use super::config::{SimConfig, Strategy, WireFormat};
 use super::plot::{XAxis, loss_plot};
 use super::report::RunReport;
-use crate::model::param_specs;
+use crate::model::{codec_shapes, param_specs};
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -165,10 +163,7 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
 /// shapes and k (Elias–Fano positions, fixed-width codes), so any pseudo-gradient measures it.
 fn sparse_round_bytes(cfg: &SimConfig) -> Result<u64> {
     let specs = param_specs(&cfg.model)?;
-    let shapes = specs
-        .iter()
-        .map(|s| TensorShape::new(&s.shape))
-        .collect::<Result<Vec<_>, _>>()?;
+    let shapes = codec_shapes(&specs)?;
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let deltas: Vec<Vec<f32>> = specs
         .iter()

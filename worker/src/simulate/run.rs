@@ -13,8 +13,8 @@ use tributary_data::{Batch, StreamId, TokenSource};
 
 use super::config::{SimConfig, Strategy, WireFormat};
 use super::report::{Point, RunReport};
-use crate::model::{Llama, fingerprint};
-use crate::train::{InnerLoop, OuterStep};
+use crate::model::{Llama, codec_shapes, fingerprint};
+use crate::train::{InnerLoop, OuterStep, pseudo_gradient};
 
 /// Runs `cfg` to its token budget, calling `on_point` at each evaluation.
 pub fn simulate(cfg: &SimConfig, mut on_point: impl FnMut(&Point)) -> Result<RunReport> {
@@ -101,13 +101,7 @@ impl<'a> Sim<'a> {
             .collect::<Result<Vec<_>>>()?;
         let theta = peers[0].model.params().to_vecs()?;
         let sizes: Vec<usize> = theta.iter().map(Vec::len).collect();
-        let shapes = peers[0]
-            .model
-            .params()
-            .specs()
-            .iter()
-            .map(|s| TensorShape::new(&s.shape))
-            .collect::<Result<Vec<_>, _>>()?;
+        let shapes = codec_shapes(peers[0].model.params().specs())?;
         let efs = (0..cfg.peers)
             .map(|_| sizes.iter().map(|n| ErrorFeedback::zeros(*n)).collect())
             .collect();
@@ -181,14 +175,10 @@ impl<'a> Sim<'a> {
                         .batch(id, self.cfg.batch as usize, self.cfg.seq_len as usize)?;
                 loss += peer.step(&b, 1)?;
             }
-            let local = peer.model.params().to_vecs()?;
-            let delta: Vec<Vec<f32>> = self
-                .theta
-                .iter()
-                .zip(&local)
-                .map(|(g, l)| g.iter().zip(l).map(|(g, l)| g - l).collect())
-                .collect();
-            deltas.push(delta);
+            deltas.push(pseudo_gradient(
+                &self.theta,
+                &peer.model.params().to_vecs()?,
+            ));
         }
         let aggregate = match self.cfg.strategy {
             Strategy::Sparseloco => self.sparse_aggregate(&deltas)?,

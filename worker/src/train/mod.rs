@@ -6,4 +6,4 @@ mod outer;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use inner::{InnerLoop, batch_tensor};
-pub use outer::OuterStep;
+pub use outer::{OuterStep, pseudo_gradient};

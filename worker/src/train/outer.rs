@@ -6,6 +6,15 @@ use anyhow::{Result, bail};
 use rayon::prelude::*;
 use tributary_crds::{OuterKind, OuterOptimizer};
 
+/// The pseudo-gradient `Δ = θ_global − θ_local`, per tensor.
+pub fn pseudo_gradient(global: &[Vec<f32>], local: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    global
+        .iter()
+        .zip(local)
+        .map(|(g, l)| g.iter().zip(l).map(|(g, l)| g - l).collect())
+        .collect()
+}
+
 /// Outer optimizer state: the momentum buffers (empty for SGD).
 pub struct OuterStep {
     spec: OuterOptimizer,
