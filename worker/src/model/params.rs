@@ -72,25 +72,6 @@ impl ParamSet {
         self.tensors.iter().map(tensor_to_vec).collect()
     }
 
-    /// Copies parameter `i` into `out` (length must match).
-    pub fn read_into(&self, i: usize, out: &mut [f32]) -> Result<()> {
-        let t = self.tensors[i]
-            .detach()
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous();
-        if out.len() != t.numel() {
-            bail!(
-                "buffer of {} for {} elements of {}",
-                out.len(),
-                t.numel(),
-                self.specs[i].name
-            );
-        }
-        t.f_copy_data(out, out.len())?;
-        Ok(())
-    }
-
     /// Overwrites every parameter from flat f32 buffers (in spec order), keeping the leaves.
     pub fn load(&mut self, values: &[Vec<f32>]) -> Result<()> {
         if values.len() != self.tensors.len() {

@@ -1,7 +1,7 @@
 //! AdamW (decoupled weight decay, bias-corrected moments) with global gradient-norm clipping.
 //!
-//! Ours rather than libtorch's so its state (moments and step) is ours to checkpoint and the
-//! update order is fixed: decay, clip, moments, step.
+//! Ours rather than libtorch's so the update order is fixed and documented: decay, clip,
+//! moments, step.
 
 use anyhow::Result;
 use tch::Tensor;
