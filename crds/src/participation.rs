@@ -16,7 +16,8 @@ pub struct ParticipationSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = "^[0-9a-f]{64}$")))]
     pub allowlist: Vec<String>,
-    /// Fewest submissions a round needs before it is aggregated (ours: 1).
+    /// Fewest members a round needs to open, and fewest submissions it needs to be aggregated
+    /// at its deadline (ours: 1).
     #[schemars(range(min = 1))]
     pub min_peers: u32,
     /// Most peers aggregated per round (published: 20).
@@ -93,7 +94,8 @@ pub enum StragglerPolicy {
     /// Aggregate whatever arrived (at least one submission).
     #[default]
     Aggregate,
-    /// Extend the window, one window at a time, until `minPeers` have submitted.
+    /// Extend the window, one window at a time (at most 3), until `minPeers` have submitted;
+    /// then skip the round.
     Extend,
     /// Publish no aggregate for the round; peers keep θ and their error feedback.
     Skip,
