@@ -12,8 +12,10 @@ fn shortened_comparison_writes_the_report_with_consistent_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cmp");
     let status = Command::new(env!("CARGO_BIN_EXE_tributary-worker"))
+        // 30 inner steps of 4 × 16 × 64 tokens: three whole SparseLoCo rounds of 10 steps, so the
+        // byte ratios are those of a long run.
         .args([
-            "compare", "--tokens", "98304", "--seeds", "5", "--jobs", "2",
+            "compare", "--tokens", "122880", "--seeds", "5", "--jobs", "2",
         ])
         .args(["--evals", "2", "--eval-sequences", "16", "--out"])
         .arg(&out)
