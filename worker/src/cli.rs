@@ -61,6 +61,8 @@ pub struct PrepareDataArgs {
 }
 
 #[derive(Debug, Args)]
+// A later flag wins, so scripts can pass defaults and users override them.
+#[command(args_override_self = true)]
 pub struct SimulateArgs {
     /// A full run configuration (JSON, as `compare` writes them); the flags below are ignored.
     #[arg(long)]
