@@ -37,5 +37,6 @@ pub use quant::{Quant, code_entropy_bits};
 pub use shape::{MAX_NDIM, TensorShape};
 pub use tensor::{CompressedTensor, Contribution, Payload, SparseTensor};
 pub use wire::{
-    DecodeLimits, FORMAT_VERSION, HeaderInfo, MAGIC, decode, encode, inspect, production_wire_bytes,
+    DecodeLimits, FORMAT_VERSION, HeaderInfo, MAGIC, decode, encode, encoded_len, inspect,
+    production_wire_bytes,
 };

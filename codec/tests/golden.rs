@@ -87,6 +87,11 @@ fn golden_vectors() {
         assert_eq!(back, c, "{name}");
         let info = inspect(&golden, &limits).unwrap();
         assert_eq!(info.encoded_len, golden.len() as u64);
+        assert_eq!(
+            tributary_codec::encoded_len(&params, &shapes).unwrap(),
+            golden.len() as u64,
+            "{name}: the length known before any byte arrives"
+        );
     }
 }
 

@@ -28,7 +28,7 @@ pub use contributor::{
 };
 pub use data::{DataSource, DataSpec, EmbeddedData, ShardData, TokenDtype};
 pub use error::{Error, Result};
-pub use model::{ModelConfig, ModelPreset, ModelSpec};
+pub use model::{ModelConfig, ModelPreset, ModelSpec, ParamSpec};
 pub use optimizer::{InnerOptimizer, OuterKind, OuterLrStep, OuterOptimizer};
 pub use participation::{
     PUBLIC_KEY_PATTERN, ParticipationMode, ParticipationSpec, ScoringSpec, StragglerPolicy,

@@ -5,6 +5,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Name and shape of one parameter tensor (names follow transformers' LLaMA layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
 /// A named LLaMA-style architecture.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelPreset {
@@ -254,6 +267,39 @@ impl ModelConfig {
         let attention = 2 * h * h + 2 * h * kv;
         let mlp = 3 * h * u64::from(self.intermediate);
         attention + mlp + 2 * h
+    }
+
+    /// Every parameter, in definition order, with transformers' LLaMA names and shapes. This
+    /// order is the order of every flat buffer, contribution, aggregate and checkpoint.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let (d, hd) = (self.hidden as usize, self.head_dim() as usize);
+        let (v, f) = (self.vocab as usize, self.intermediate as usize);
+        let (q_out, kv_out) = (self.heads as usize * hd, self.kv_heads as usize * hd);
+        let mut specs = Vec::new();
+        let mut add = |name: String, shape: &[usize]| {
+            specs.push(ParamSpec {
+                name,
+                shape: shape.to_vec(),
+            })
+        };
+        add("model.embed_tokens.weight".into(), &[v, d]);
+        for l in 0..self.layers {
+            let p = format!("model.layers.{l}");
+            add(format!("{p}.self_attn.q_proj.weight"), &[q_out, d]);
+            add(format!("{p}.self_attn.k_proj.weight"), &[kv_out, d]);
+            add(format!("{p}.self_attn.v_proj.weight"), &[kv_out, d]);
+            add(format!("{p}.self_attn.o_proj.weight"), &[d, q_out]);
+            add(format!("{p}.mlp.gate_proj.weight"), &[f, d]);
+            add(format!("{p}.mlp.up_proj.weight"), &[f, d]);
+            add(format!("{p}.mlp.down_proj.weight"), &[d, f]);
+            add(format!("{p}.input_layernorm.weight"), &[d]);
+            add(format!("{p}.post_attention_layernorm.weight"), &[d]);
+        }
+        add("model.norm.weight".into(), &[d]);
+        if !self.tie_embeddings {
+            add("lm_head.weight".into(), &[v, d]);
+        }
+        specs
     }
 
     /// All parameters: embedding, blocks, final RMSNorm, and the output head unless tied.

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod coordinator;
 mod error;
+pub mod telemetry;
 
 pub use error::{Error, Result};

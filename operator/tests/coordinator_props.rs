@@ -106,6 +106,7 @@ fn current_round(c: &Coordinator) -> u64 {
     match c.phase() {
         Phase::Waiting { next_round } => next_round,
         Phase::Open { round, .. } | Phase::Aggregating { round } => round,
+        Phase::Finished => unreachable!("these runs have no round limit"),
     }
 }
 
@@ -281,6 +282,7 @@ impl History {
                 prop_assert!(!self.closed(round));
                 prop_assert!(deadline_ms > after.clock_ms() || deadline_ms == u64::MAX);
             }
+            Phase::Finished => prop_assert!(false, "finished without a round limit"),
             Phase::Aggregating { round } => {
                 prop_assert_eq!(self.live(), Some(round));
                 prop_assert!(self.aggregated.contains(&round));

@@ -7,6 +7,9 @@ pub mod v1alpha1 {
     tonic::include_proto!("tributary.v1alpha1");
 }
 
+pub mod convert;
+pub mod identity;
+
 use v1alpha1::ProtocolVersion;
 
 /// The protocol version this build speaks. Majors are incompatible; minors add fields only.

@@ -36,6 +36,17 @@ pub enum Command {
     /// Tokenizes plain-text (or .jsonl) files with a Hugging Face tokenizer.json into token
     /// shards (format: docs/data-shards.md).
     PrepareData(PrepareDataArgs),
+    /// Joins a run's coordinator as a training peer and trains until the run ends.
+    Join(crate::peer::PeerArgs),
+    /// Creates an ed25519 key for a peer and prints its peer id.
+    Keygen {
+        /// Where to write the key (64 hex digits; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Runs a whole SparseLoCo training run on this machine: a coordinator and N peer
+    /// processes over real gRPC on 127.0.0.1, with live progress and a final report.
+    Devnet(crate::devnet::DevnetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +174,18 @@ impl Cli {
                 Ok(())
             }
             Command::Simulate(args) => run_simulate(args),
+            Command::Join(args) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(crate::peer::run(args)),
+            Command::Keygen { out } => {
+                let id = tributary_proto::identity::Identity::generate();
+                id.save(&out)?;
+                println!("{}", id.peer_id());
+                Ok(())
+            }
+            Command::Devnet(args) => crate::devnet::run(args),
             Command::PrepareData(args) => {
                 let report =
                     tributary_data::prepare::prepare(&tributary_data::prepare::PrepareOptions {

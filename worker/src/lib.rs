@@ -3,8 +3,10 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod devnet;
 pub mod export;
 pub mod model;
+pub mod peer;
 pub mod self_check;
 pub mod simulate;
 pub mod telemetry;

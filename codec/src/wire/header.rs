@@ -259,3 +259,22 @@ pub(crate) fn write_shapes<'a>(
         }
     }
 }
+/// Exact length of the encoding of any contribution with these parameters and shapes — what
+/// a receiver can require of a declared payload size before reading a byte of it.
+pub fn encoded_len(params: &CodecParams, shapes: &[TensorShape]) -> Result<u64> {
+    params.validate()?;
+    let overflow = || Error::TooLarge {
+        declared: u64::MAX,
+        max: u64::MAX,
+    };
+    let mut len = FIXED_HEADER_LEN as u64;
+    for s in shapes {
+        let layout = Layout::of(s, params)?;
+        let (section, _) = section_sizes(&layout, params).ok_or_else(overflow)?;
+        len = len
+            .checked_add(1 + 4 * s.dims().len() as u64)
+            .and_then(|l| l.checked_add(section))
+            .ok_or_else(overflow)?;
+    }
+    Ok(len)
+}

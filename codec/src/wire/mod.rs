@@ -8,7 +8,7 @@ mod production;
 pub use decode::decode;
 pub use encode::encode;
 pub(crate) use header::{Cursor, read_shapes, write_shapes};
-pub use header::{DecodeLimits, HeaderInfo, inspect};
+pub use header::{DecodeLimits, HeaderInfo, encoded_len, inspect};
 pub use production::production_wire_bytes;
 
 /// First four bytes of every encoded contribution.

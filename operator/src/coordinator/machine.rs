@@ -24,6 +24,9 @@ pub struct Coordinator {
     round: Option<Round>,
     published: Vec<PublishedRound>,
     skipped: Vec<SkippedRound>,
+    /// The run ends once this many aggregates are published (`stop.totalRounds`); none: never.
+    #[serde(default)]
+    round_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,8 @@ pub enum Phase {
     Open { round: u64, deadline_ms: u64 },
     /// Closed; the IO layer is aggregating.
     Aggregating { round: u64 },
+    /// The round limit is reached: no round opens again.
+    Finished,
 }
 
 /// A published round: the aggregate and the submissions it was made from.
@@ -112,7 +117,20 @@ impl Coordinator {
             round: None,
             published: Vec::new(),
             skipped: Vec::new(),
+            round_limit: None,
         }
+    }
+
+    /// A run that ends after `rounds` published aggregates.
+    pub fn with_round_limit(mut self, rounds: Option<u64>) -> Self {
+        self.round_limit = rounds;
+        self
+    }
+
+    /// Whether the round limit is reached.
+    pub fn finished(&self) -> bool {
+        self.round_limit
+            .is_some_and(|limit| self.model_version >= limit)
     }
 
     /// Applies one event and returns the decisions it causes, in the order they happened.
@@ -153,6 +171,7 @@ impl Coordinator {
 
     pub fn phase(&self) -> Phase {
         match &self.round {
+            None if self.finished() => Phase::Finished,
             None => Phase::Waiting {
                 next_round: self.next_round,
             },
@@ -248,37 +267,61 @@ impl Coordinator {
         }
     }
 
-    fn submission(&mut self, peer: PeerId, round: u64, digest: Digest) -> Decision {
-        let reject = |peer, reason| Decision::Rejected {
-            peer,
-            round,
-            reason,
-        };
-        if !self.members.contains_key(&peer) {
-            return reject(peer, RejectReason::NotAMember);
+    /// What [`Event::Submission`] of `peer` for `round` would decide now, without applying it:
+    /// the IO layer asks before reading a payload, so a refused one costs no bandwidth.
+    pub fn check_submission(&self, peer: &PeerId, round: u64) -> Result<(), RejectReason> {
+        if !self.members.contains_key(peer) {
+            return Err(RejectReason::NotAMember);
         }
-        self.touch(&peer);
-        let now = self.clock_ms;
-        let Some(current) = &mut self.round else {
-            return reject(peer, RejectReason::RoundNotOpen);
+        let Some(current) = &self.round else {
+            return Err(RejectReason::RoundNotOpen);
         };
         if round != current.number {
-            return reject(peer, RejectReason::WrongRound);
+            return Err(RejectReason::WrongRound);
         }
-        if current.accepted.contains_key(&peer) {
-            return reject(peer, RejectReason::Duplicate);
+        if current.accepted.contains_key(peer) {
+            return Err(RejectReason::Duplicate);
         }
-        if !current.pending.contains(&peer) {
-            return reject(peer, RejectReason::NotInRound);
+        if !current.pending.contains(peer) {
+            return Err(RejectReason::NotInRound);
         }
-        if now >= current.deadline_ms {
-            return reject(peer, RejectReason::PastDeadline);
+        if self.clock_ms >= current.deadline_ms {
+            return Err(RejectReason::PastDeadline);
         }
         if current.stage == Stage::Aggregating {
-            return reject(peer, RejectReason::RoundClosed);
+            return Err(RejectReason::RoundClosed);
         }
-        current.pending.remove(&peer);
-        current.accepted.insert(peer.clone(), digest);
+        Ok(())
+    }
+
+    /// The open round: number, deadline and the peers it was opened for.
+    pub fn open_round(&self) -> Option<(u64, u64, Vec<PeerId>)> {
+        let round = self.round.as_ref().filter(|r| r.stage == Stage::Open)?;
+        let mut members: Vec<PeerId> = round
+            .pending
+            .iter()
+            .chain(round.accepted.keys())
+            .cloned()
+            .collect();
+        members.sort();
+        Some((round.number, round.deadline_ms, members))
+    }
+
+    fn submission(&mut self, peer: PeerId, round: u64, digest: Digest) -> Decision {
+        if self.members.contains_key(&peer) {
+            self.touch(&peer);
+        }
+        if let Err(reason) = self.check_submission(&peer, round) {
+            return Decision::Rejected {
+                peer,
+                round,
+                reason,
+            };
+        }
+        if let Some(current) = &mut self.round {
+            current.pending.remove(&peer);
+            current.accepted.insert(peer.clone(), digest);
+        }
         Decision::Accepted { peer, round }
     }
 
@@ -320,7 +363,10 @@ impl Coordinator {
                 self.close(Close::Deadline, out);
             }
         }
-        if self.round.is_none() && self.members.len() >= self.policy.min_peers().max(1) as usize {
+        if self.round.is_none()
+            && !self.finished()
+            && self.members.len() >= self.policy.min_peers().max(1) as usize
+        {
             self.open(out);
         }
     }

@@ -1,11 +1,17 @@
-//! The per-run coordinator's round logic as a pure state machine: no IO, no clock, no async.
-//! The IO layer (gRPC server, storage) turns requests and timers into [`Event`]s, feeds them to
+//! The per-run coordinator. The round logic is a pure state machine (event, machine, policy:
+//! no IO, no clock, no async). The IO layer (server, service, store) turns requests and timers into [`Event`]s, feeds them to
 //! [`Coordinator::apply`], carries out the returned [`Decision`]s and stores the serialized
 //! [`Coordinator`] after every apply. docs/protocol.md, "Round state machine", is the spec.
 
+pub mod admission;
 mod event;
 mod machine;
 mod policy;
+pub mod run;
+pub mod serve;
+pub mod server;
+pub mod service;
+pub mod store;
 
 #[cfg(test)]
 mod tests;

@@ -698,3 +698,29 @@ fn labels_are_stable() {
         "extensions-exhausted"
     );
 }
+
+#[test]
+fn no_round_opens_once_the_round_limit_is_published() {
+    let mut c = coordinator(1, 2, 0, StragglerPolicy::Aggregate).with_round_limit(Some(2));
+    join(&mut c, "a", 0);
+    for round in 0..2 {
+        assert!(matches!(c.phase(), Phase::Open { round: r, .. } if r == round));
+        submit(&mut c, "a", round, 1);
+        let out = c.apply(Event::AggregateStored {
+            round,
+            digest: [1; 32],
+        });
+        assert!(out.contains(&Decision::Published {
+            round,
+            digest: [1; 32]
+        }));
+    }
+    assert_eq!(c.phase(), Phase::Finished);
+    assert!(c.finished());
+    assert!(join(&mut c, "b", 2).contains(&Decision::Admitted { peer: p("b") }));
+    assert_eq!(
+        c.phase(),
+        Phase::Finished,
+        "a join after the end opens nothing"
+    );
+}

@@ -49,34 +49,7 @@ impl ModelConfigExt for ModelConfig {
 /// Every parameter of `config`, in definition order (transformers' names and shapes).
 pub fn param_specs(config: &ModelConfig) -> Result<Vec<ParamSpec>> {
     config.check()?;
-    let (d, hd) = (config.hidden as usize, config.head_dim() as usize);
-    let (v, f) = (config.vocab as usize, config.intermediate as usize);
-    let (q_out, kv_out) = (config.heads as usize * hd, config.kv_heads as usize * hd);
-    let mut specs = Vec::new();
-    let mut add = |name: String, shape: &[usize]| {
-        specs.push(ParamSpec {
-            name,
-            shape: shape.to_vec(),
-        })
-    };
-    add("model.embed_tokens.weight".into(), &[v, d]);
-    for l in 0..config.layers {
-        let p = format!("model.layers.{l}");
-        add(format!("{p}.self_attn.q_proj.weight"), &[q_out, d]);
-        add(format!("{p}.self_attn.k_proj.weight"), &[kv_out, d]);
-        add(format!("{p}.self_attn.v_proj.weight"), &[kv_out, d]);
-        add(format!("{p}.self_attn.o_proj.weight"), &[d, q_out]);
-        add(format!("{p}.mlp.gate_proj.weight"), &[f, d]);
-        add(format!("{p}.mlp.up_proj.weight"), &[f, d]);
-        add(format!("{p}.mlp.down_proj.weight"), &[d, f]);
-        add(format!("{p}.input_layernorm.weight"), &[d]);
-        add(format!("{p}.post_attention_layernorm.weight"), &[d]);
-    }
-    add("model.norm.weight".into(), &[d]);
-    if !config.tie_embeddings {
-        add("lm_head.weight".into(), &[v, d]);
-    }
-    Ok(specs)
+    Ok(config.param_specs())
 }
 
 struct Block {

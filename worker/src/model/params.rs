@@ -4,18 +4,7 @@
 use anyhow::{Result, bail};
 use tch::{Device, Kind, Tensor};
 
-/// Name and shape of one parameter tensor (names follow transformers' LLaMA layout).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-}
-
-impl ParamSpec {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
+pub use tributary_crds::ParamSpec;
 
 /// Ordered, named leaf tensors that require gradients. The order is the model's definition
 /// order and is the order of every flat buffer, contribution and checkpoint.
@@ -110,10 +99,7 @@ impl ParamSet {
 
 /// The codec's shape of every parameter, in order.
 pub fn codec_shapes(specs: &[ParamSpec]) -> Result<Vec<tributary_codec::TensorShape>> {
-    Ok(specs
-        .iter()
-        .map(|s| tributary_codec::TensorShape::new(&s.shape))
-        .collect::<Result<Vec<_>, _>>()?)
+    Ok(tributary_proto::convert::codec_shapes(specs)?)
 }
 
 pub(crate) fn tensor_to_vec(t: &Tensor) -> Result<Vec<f32>> {

@@ -30,13 +30,13 @@ pub struct CompareOptions {
 }
 
 /// Inner learning rate of every peer-local AdamW (calibrated: docs/benchmarks.md).
-const INNER_LR: f64 = 6e-3;
+pub const INNER_LR: f64 = 6e-3;
 /// DDP's learning rate for its 4× larger batch (tuned: docs/benchmarks.md).
 pub const DDP_LR: f64 = 4e-3;
 /// Inner steps per SparseLoCo round (still ≥ 1000× fewer bytes than DDP).
-const SPARSE_H: u32 = 10;
+pub const SPARSE_H: u32 = 10;
 /// SparseLoCo's outer SGD learning rate (tuned: docs/benchmarks.md).
-const SPARSE_OUTER_LR: f64 = 0.85;
+pub const SPARSE_OUTER_LR: f64 = 0.85;
 /// The small-H DiLoCo baseline (the DiLoCo paper's H).
 const DILOCO_H: u32 = 15;
 

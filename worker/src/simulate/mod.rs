@@ -4,11 +4,14 @@
 
 mod compare;
 mod config;
-mod plot;
+pub mod plot;
 mod report;
 mod run;
 
-pub use compare::{CompareOptions, DDP_LR, base, check, compare, diloco_outer, plan};
+pub use compare::{
+    CompareOptions, DDP_LR, INNER_LR, SPARSE_H, SPARSE_OUTER_LR, base, check, compare,
+    diloco_outer, plan,
+};
 pub use config::{SimConfig, Strategy, WireFormat};
 pub use report::{Point, RunReport};
 pub use run::simulate;

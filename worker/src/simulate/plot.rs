@@ -17,22 +17,41 @@ pub enum XAxis {
 }
 
 pub fn loss_plot(path: &Path, runs: &[RunReport], x: XAxis, title: &str) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
     let floor = runs.first().map_or(0.0, |r| r.floor);
-    let xs = |r: &RunReport| -> Vec<(f64, f64)> {
-        r.points
-            .iter()
-            .filter(|p| p.tokens > 0)
-            .map(|p| {
-                let xv = match x {
-                    XAxis::Tokens => p.tokens as f64,
-                    XAxis::Bytes => (p.bytes_per_peer.max(1)) as f64,
-                };
-                (xv, p.eval_loss)
-            })
-            .collect()
-    };
-    let all: Vec<(f64, f64)> = runs.iter().flat_map(xs).collect();
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|r| Series {
+            name: r.config.name.clone(),
+            points: r
+                .points
+                .iter()
+                .filter(|p| p.tokens > 0)
+                .map(|p| {
+                    let xv = match x {
+                        XAxis::Tokens => p.tokens as f64,
+                        XAxis::Bytes => (p.bytes_per_peer.max(1)) as f64,
+                    };
+                    (xv, p.eval_loss)
+                })
+                .collect(),
+        })
+        .collect();
+    curve_plot(path, &series, floor, x, title)
+}
+
+/// One named curve of (x, held-out loss) points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Held-out loss curves with the entropy floor as a line.
+pub fn curve_plot(path: &Path, series: &[Series], floor: f64, x: XAxis, title: &str) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
     let (xmin, xmax) = all
         .iter()
         .fold((f64::MAX, 0f64), |(a, b), (x, _)| (a.min(*x), b.max(*x)));
@@ -57,12 +76,12 @@ pub fn loss_plot(path: &Path, runs: &[RunReport], x: XAxis, title: &str) -> Resu
                 .y_desc("held-out loss (nats/token)")
                 .draw()
                 .map_err(|e| err(&e))?;
-            for (i, r) in runs.iter().enumerate() {
+            for (i, s) in series.iter().enumerate() {
                 let color = palette(i);
                 chart
-                    .draw_series(LineSeries::new(xs(r), color.stroke_width(2)))
+                    .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
                     .map_err(|e| err(&e))?
-                    .label(r.config.name.clone())
+                    .label(s.name.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             }
             chart

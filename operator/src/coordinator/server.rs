@@ -1,0 +1,395 @@
+//! The coordinator's IO layer: the state machine behind a lock, its store, the round-event
+//! broadcast, the clock and the aggregation jobs. [`super::service`] maps gRPC onto it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use tokio::sync::broadcast;
+use tracing::{error, info, info_span, warn};
+use tributary_codec::{Aggregator, decode, encode_aggregate};
+use tributary_proto::identity;
+use tributary_proto::v1alpha1::{
+    AggregatePublished, RoundEvent, RoundOpened, RoundSkipped, round_event,
+};
+
+use super::admission::{ContributionCheck, default_checks};
+use super::run::RunConfig;
+use super::store::{RoundRecord, RunRecord, Store, UpdateMeta};
+use super::{Coordinator, Decision, Event, PeerId, Phase};
+
+/// Wall-clock milliseconds since the Unix epoch: the machine's time base, so deadlines in round
+/// events mean the same to every peer.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What an event carries into the store with the machine state.
+pub enum Attach<'a> {
+    Nothing,
+    Peer { key: &'a [u8] },
+    Update { payload: &'a [u8], meta: UpdateMeta },
+    Aggregate { blob: &'a [u8], record: RoundRecord },
+}
+
+/// Per-peer counters for status.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCounters {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub last_round: Option<u64>,
+}
+
+pub struct Core {
+    pub machine: Coordinator,
+    pub peers: BTreeMap<String, PeerCounters>,
+    /// Model version → peer → parameter fingerprint reported at that version.
+    pub fingerprints: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
+}
+
+pub struct Shared {
+    pub run: RunConfig,
+    pub store: Store,
+    core: Mutex<Core>,
+    events: broadcast::Sender<RoundEvent>,
+    pub checks: Vec<Box<dyn ContributionCheck>>,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+impl Shared {
+    /// Opens the run's store in `data_dir`: a fresh one starts the run, an existing one resumes
+    /// it exactly where it stopped (and must belong to the same run and spec).
+    pub fn open(run: RunConfig, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
+        let store = Store::open(data_dir)?;
+        let spec_json = String::from_utf8(run.spec_json.clone()).context("spec is not UTF-8")?;
+        let machine = match (store.run()?, store.machine()?) {
+            (Some(record), Some(machine)) => {
+                if record.run_id != run.run_id {
+                    bail!(
+                        "{} holds run {:?}, not {:?}: use another data directory",
+                        data_dir.display(),
+                        record.run_id,
+                        run.run_id
+                    );
+                }
+                if record.spec_json != spec_json {
+                    bail!(
+                        "{} holds run {:?} with a different spec; a running run's spec cannot change here",
+                        data_dir.display(),
+                        run.run_id
+                    );
+                }
+                info!(
+                    run = %run.run_id,
+                    model_version = machine.model_version(),
+                    "resuming from the store"
+                );
+                machine
+            }
+            _ => {
+                let machine =
+                    Coordinator::new(run.policy.clone()).with_round_limit(run.total_rounds);
+                let record = RunRecord {
+                    run_id: run.run_id.clone(),
+                    spec_json,
+                };
+                store.init(&record, &machine)?;
+                info!(run = %run.run_id, "new run");
+                machine
+            }
+        };
+        let (events, _) = broadcast::channel(1024);
+        Ok(Arc::new(Self {
+            run,
+            store,
+            core: Mutex::new(Core {
+                machine,
+                peers: BTreeMap::new(),
+                fingerprints: BTreeMap::new(),
+            }),
+            events,
+            checks: default_checks(),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock cannot leave the machine half-applied (apply is
+        // infallible), so a poisoned lock is still consistent.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RoundEvent> {
+        self.events.subscribe()
+    }
+
+    /// Applies `event`, stores the new state (with `attach`) and announces the decisions.
+    /// Returns the decisions; aggregation jobs they ask for are started.
+    pub fn apply(
+        self: &Arc<Self>,
+        core: &mut Core,
+        event: Event,
+        attach: Attach<'_>,
+    ) -> anyhow::Result<Vec<Decision>> {
+        let persist_always = !matches!(event, Event::Tick { .. } | Event::Heartbeat { .. });
+        let decisions = core.machine.apply(event);
+        let mut saved = false;
+        let mut announce = Vec::new();
+        for d in &decisions {
+            match d {
+                Decision::Admitted { peer } => {
+                    if let Attach::Peer { key } = &attach {
+                        self.store
+                            .register_peer(&core.machine, peer.as_str(), key)?;
+                        saved = true;
+                    }
+                    core.peers.entry(peer.to_string()).or_default();
+                }
+                Decision::Accepted { peer, round } => {
+                    if let Attach::Update { payload, meta } = &attach {
+                        self.store.accept_update(
+                            &core.machine,
+                            *round,
+                            peer.as_str(),
+                            payload,
+                            meta,
+                        )?;
+                        saved = true;
+                    }
+                    let c = core.peers.entry(peer.to_string()).or_default();
+                    c.accepted += 1;
+                    c.last_round = Some(*round);
+                }
+                Decision::Rejected {
+                    peer,
+                    round,
+                    reason,
+                } => {
+                    info!(%peer, round, reason = reason.label(), "update rejected");
+                    core.peers.entry(peer.to_string()).or_default().rejected += 1;
+                }
+                Decision::Refused { peer, reason } => {
+                    info!(%peer, reason = reason.label(), "join refused");
+                }
+                Decision::PeerExpired { peer } => info!(%peer, "peer expired"),
+                Decision::RoundOpened {
+                    round,
+                    deadline_ms,
+                    members,
+                } => {
+                    info!(round, members = members.len(), "round opened");
+                    announce.push(self.opened_event(
+                        *round,
+                        *deadline_ms,
+                        members,
+                        core.machine.model_version(),
+                    ));
+                }
+                Decision::Aggregate { round, peers } => {
+                    info!(round, peers = peers.len(), "round closed; aggregating");
+                    self.start_aggregation(*round);
+                }
+                Decision::DeadlineExtended { round, deadline_ms } => {
+                    info!(round, deadline_ms, "deadline extended");
+                }
+                Decision::RoundSkipped { round, reason } => {
+                    warn!(round, reason = reason.label(), "round skipped");
+                    let record = RoundRecord {
+                        round: *round,
+                        published: false,
+                        skip_reason: reason.label().into(),
+                        peers: Vec::new(),
+                        mean_loss: 0.0,
+                        tokens: 0,
+                        aggregate_bytes: 0,
+                        aggregate_sha256: Vec::new(),
+                        update_bytes: 0,
+                        model_version: core.machine.model_version(),
+                        ended_unix_millis: now_ms(),
+                    };
+                    self.store.end_round(&core.machine, &record, None)?;
+                    saved = true;
+                    announce.push(skipped_event(&record));
+                }
+                Decision::Published { round, .. } => {
+                    if let Attach::Aggregate { blob, record } = &attach {
+                        self.store.end_round(&core.machine, record, Some(blob))?;
+                        saved = true;
+                        info!(
+                            round,
+                            model_version = record.model_version,
+                            bytes = blob.len(),
+                            loss = record.mean_loss,
+                            "aggregate published"
+                        );
+                        announce.push(published_event(record));
+                    }
+                }
+            }
+        }
+        if !saved && (persist_always || !decisions.is_empty()) {
+            self.store.save_machine(&core.machine)?;
+        }
+        for event in announce {
+            // No subscribers is fine: watchers catch up from the store.
+            let _ = self.events.send(event);
+        }
+        Ok(decisions)
+    }
+
+    fn opened_event(
+        &self,
+        round: u64,
+        deadline_ms: u64,
+        members: &[PeerId],
+        model_version: u64,
+    ) -> RoundEvent {
+        RoundEvent {
+            event: Some(round_event::Event::Opened(RoundOpened {
+                round,
+                deadline_unix_millis: deadline_ms,
+                data_seed: self.run.spec.seed,
+                admitted_peers: members.len() as u32,
+                members: members.iter().map(ToString::to_string).collect(),
+                model_version,
+            })),
+        }
+    }
+
+    /// The open round's event, for a watcher that arrives while it is open.
+    pub fn current_opened(&self, core: &Core) -> Option<RoundEvent> {
+        let (round, deadline, members) = core.machine.open_round()?;
+        Some(self.opened_event(round, deadline, &members, core.machine.model_version()))
+    }
+
+    /// Advances the clock every `period` until the process ends.
+    pub fn spawn_clock(self: &Arc<Self>, period: Duration) {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let mut core = shared.lock();
+                if let Err(e) =
+                    shared.apply(&mut core, Event::Tick { now_ms: now_ms() }, Attach::Nothing)
+                {
+                    error!("tick: {e:#}");
+                }
+            }
+        });
+    }
+
+    /// A coordinator restarted mid-aggregation picks the job up again.
+    pub fn resume(self: &Arc<Self>) {
+        let phase = self.lock().machine.phase();
+        if let Phase::Aggregating { round } = phase {
+            self.start_aggregation(round);
+        }
+    }
+
+    fn start_aggregation(self: &Arc<Self>, round: u64) {
+        let shared = Arc::clone(self);
+        // Off the async threads: decoding and aggregating is CPU work.
+        tokio::task::spawn_blocking(move || {
+            let _span = info_span!("aggregate", round).entered();
+            if let Err(e) = shared.aggregate(round) {
+                error!(round, "aggregation failed: {e:#}");
+            }
+        });
+    }
+
+    fn aggregate(self: &Arc<Self>, round: u64) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let updates = self.store.updates(round)?;
+        let limits = self.run.decode_limits();
+        let contributions = updates
+            .iter()
+            .map(|(peer, payload, _)| {
+                decode(payload, &limits).with_context(|| format!("stored update of {peer}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let refs: Vec<_> = contributions.iter().collect();
+        let aggregate = Aggregator::new(self.run.rule).aggregate_sparse(&refs, None)?;
+        let blob = encode_aggregate(&aggregate);
+        let n = updates.len().max(1) as f64;
+        let mut core = self.lock();
+        let record = RoundRecord {
+            round,
+            published: true,
+            skip_reason: String::new(),
+            peers: updates.iter().map(|u| u.0.clone()).collect(),
+            mean_loss: updates.iter().map(|u| u.2.inner_loss).sum::<f64>() / n,
+            tokens: updates.iter().map(|u| u.2.tokens).sum(),
+            aggregate_bytes: blob.len() as u64,
+            aggregate_sha256: identity::sha256(&blob).to_vec(),
+            update_bytes: updates.iter().map(|u| u.2.bytes).sum(),
+            model_version: core.machine.model_version() + 1,
+            ended_unix_millis: now_ms(),
+        };
+        let digest = identity::sha256(&blob);
+        info!(
+            round,
+            peers = updates.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "aggregated"
+        );
+        self.apply(
+            &mut core,
+            Event::AggregateStored { round, digest },
+            Attach::Aggregate {
+                blob: &blob,
+                record,
+            },
+        )?;
+        Ok(())
+    }
+
+    pub fn count_received(&self, bytes: usize) {
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn count_sent(&self, bytes: usize) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+pub fn published_event(r: &RoundRecord) -> RoundEvent {
+    RoundEvent {
+        event: Some(round_event::Event::Published(AggregatePublished {
+            round: r.round,
+            contributions: r.peers.len() as u32,
+            aggregate_bytes: r.aggregate_bytes,
+            aggregate_sha256: r.aggregate_sha256.clone(),
+            mean_loss: r.mean_loss,
+            peer_ids: r.peers.clone(),
+            tokens: r.tokens,
+            model_version: r.model_version,
+        })),
+    }
+}
+
+pub fn skipped_event(r: &RoundRecord) -> RoundEvent {
+    RoundEvent {
+        event: Some(round_event::Event::Skipped(RoundSkipped {
+            round: r.round,
+            reason: r.skip_reason.clone(),
+        })),
+    }
+}
+
+/// The event a stored round record announces.
+pub fn history_event(r: &RoundRecord) -> RoundEvent {
+    if r.published {
+        published_event(r)
+    } else {
+        skipped_event(r)
+    }
+}

@@ -1,0 +1,612 @@
+//! The `tributary.v1alpha1.Exchange` gRPC service over [`Shared`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info, info_span, warn};
+use tributary_proto::identity;
+use tributary_proto::v1alpha1::exchange_server::Exchange;
+use tributary_proto::v1alpha1::{
+    BlobChunk, CheckpointInfo, GetAggregateRequest, GetCheckpointRequest, GetStatusRequest,
+    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, ListCheckpointsRequest,
+    ListCheckpointsResponse, PeerStatus, PutCheckpointMessage, PutCheckpointResponse, RoundEvent,
+    RoundSummary, RunStatus, SubmitScoresRequest, SubmitScoresResponse, SubmitUpdateMessage,
+    SubmitUpdateResponse, WatchRoundsRequest, put_checkpoint_message, round_event,
+    submit_update_message,
+};
+use tributary_proto::{CHUNK_BYTES, is_compatible};
+
+use super::admission::{self, Reject};
+use super::server::{Attach, Shared, history_event, now_ms};
+use super::store::{CheckpointRecord, UpdateMeta};
+use super::{Decision, Event, PeerId, Phase};
+
+/// A join signature older or newer than this is refused (replay protection; clocks must be
+/// roughly right).
+const JOIN_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+const HEARTBEAT_INTERVAL_MS: u32 = 2000;
+
+pub struct ExchangeService {
+    shared: Arc<Shared>,
+}
+
+impl ExchangeService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn check_version(v: Option<&tributary_proto::v1alpha1::ProtocolVersion>) -> Result<(), Status> {
+    match v {
+        Some(v) if is_compatible(v) => Ok(()),
+        _ => Err(Status::failed_precondition(format!(
+            "unsupported protocol version {v:?}; this coordinator speaks {}.x",
+            tributary_proto::PROTOCOL_VERSION.major
+        ))),
+    }
+}
+
+/// A stored blob as bounded chunks, the hash and total with the first.
+fn blob_chunks(blob: &[u8]) -> Vec<Result<BlobChunk, Status>> {
+    let sha = identity::sha256(blob).to_vec();
+    let mut out: Vec<Result<BlobChunk, Status>> = blob
+        .chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(i, data)| {
+            Ok(BlobChunk {
+                offset: (i * CHUNK_BYTES) as u64,
+                data: data.to_vec(),
+                total_bytes: 0,
+                sha256: Vec::new(),
+            })
+        })
+        .collect();
+    match out.first_mut() {
+        Some(Ok(first)) => {
+            first.total_bytes = blob.len() as u64;
+            first.sha256 = sha;
+        }
+        _ => out.push(Ok(BlobChunk {
+            offset: 0,
+            data: Vec::new(),
+            total_bytes: 0,
+            sha256: sha,
+        })),
+    }
+    out
+}
+
+fn rejected(reason: &Reject) -> Response<SubmitUpdateResponse> {
+    Response::new(SubmitUpdateResponse {
+        accepted: false,
+        reject_reason: reason.label().into(),
+        message: reason.message(),
+    })
+}
+
+type BlobStream = tokio_stream::Iter<std::vec::IntoIter<Result<BlobChunk, Status>>>;
+
+#[tonic::async_trait]
+impl Exchange for ExchangeService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        let run = &self.shared.run;
+        if r.run_id != run.run_id {
+            return Err(Status::not_found(format!(
+                "this coordinator serves run {:?}, not {:?}",
+                run.run_id, r.run_id
+            )));
+        }
+        let key: [u8; 32] = r
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("public_key must be 32 bytes"))?;
+        let now = now_ms();
+        if now.abs_diff(r.unix_millis) > JOIN_CLOCK_SKEW_MS {
+            return Err(Status::unauthenticated(
+                "join signed more than 5 minutes from the coordinator's clock; check the clock",
+            ));
+        }
+        let message = identity::join_message(&r.run_id, &key, r.unix_millis);
+        identity::verify(&key, &message, &r.signature)
+            .map_err(|e| Status::unauthenticated(format!("join signature: {e}")))?;
+        if !run.admits(&key) {
+            return Err(Status::permission_denied(
+                "this run admits only allowlisted keys",
+            ));
+        }
+        let peer_id = identity::peer_id(&key);
+        let mut core = self.shared.lock();
+        let decisions = self
+            .shared
+            .apply(
+                &mut core,
+                Event::Join {
+                    peer: PeerId::from(peer_id.as_str()),
+                    now_ms: now,
+                },
+                Attach::Peer { key: &key },
+            )
+            .map_err(internal)?;
+        if let Some(Decision::Refused { reason, .. }) = decisions
+            .iter()
+            .find(|d| matches!(d, Decision::Refused { .. }))
+        {
+            return Err(Status::resource_exhausted(format!(
+                "join refused: {}",
+                reason.label()
+            )));
+        }
+        let latest = self
+            .shared
+            .store
+            .checkpoints()
+            .map_err(internal)?
+            .pop()
+            .map(checkpoint_info);
+        info!(peer = %peer_id, "peer joined");
+        Ok(Response::new(JoinResponse {
+            peer_id,
+            run_spec_json: run.spec_json.clone(),
+            current_round: current_round(&core.machine),
+            latest_checkpoint: latest,
+            max_chunk_bytes: run.max_chunk_bytes,
+            max_update_bytes: run.update_bytes,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            model_version: core.machine.model_version(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        let mut core = self.shared.lock();
+        let peer = PeerId::from(r.peer_id.as_str());
+        if !core.machine.is_member(&peer) {
+            return Err(Status::not_found(
+                "not a member (expired or never joined): join again",
+            ));
+        }
+        self.shared
+            .apply(
+                &mut core,
+                Event::Heartbeat {
+                    peer,
+                    now_ms: now_ms(),
+                },
+                Attach::Nothing,
+            )
+            .map_err(internal)?;
+        let mut resync = false;
+        if !r.parameter_fingerprint.is_empty() {
+            let at = core.fingerprints.entry(r.round).or_default();
+            at.insert(r.peer_id.clone(), r.parameter_fingerprint.clone());
+            // Majority among the other peers at the same version.
+            let mut counts: std::collections::BTreeMap<&Vec<u8>, usize> = Default::default();
+            for (p, f) in at.iter() {
+                if *p != r.peer_id {
+                    *counts.entry(f).or_default() += 1;
+                }
+            }
+            if let Some((majority, n)) = counts.into_iter().max_by_key(|(_, n)| *n) {
+                resync = n >= 2 && *majority != r.parameter_fingerprint;
+                if resync {
+                    warn!(peer = %r.peer_id, version = r.round, "fingerprint disagrees with the majority");
+                }
+            }
+            // Keep the last few versions only.
+            while core.fingerprints.len() > 8 {
+                core.fingerprints.pop_first();
+            }
+        }
+        Ok(Response::new(HeartbeatResponse {
+            current_round: current_round(&core.machine),
+            resync_required: resync,
+        }))
+    }
+
+    type WatchRoundsStream = ReceiverStream<Result<RoundEvent, Status>>;
+
+    async fn watch_rounds(
+        &self,
+        request: Request<WatchRoundsRequest>,
+    ) -> Result<Response<Self::WatchRoundsStream>, Status> {
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        // Subscribe before reading history, so nothing falls between the two.
+        let mut live = self.shared.subscribe();
+        let history = self.shared.store.rounds(r.from_round).map_err(internal)?;
+        let opened = {
+            let core = self.shared.lock();
+            self.shared.current_opened(&core)
+        };
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            // Highest round whose end (published/skipped) and opening were sent.
+            let mut ended: Option<u64> = None;
+            let mut opened_sent: Option<u64> = None;
+            for record in &history {
+                ended = Some(record.round);
+                if tx.send(Ok(history_event(record))).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(event) = opened {
+                opened_sent = event_round(&event);
+                if opened_sent >= Some(r.from_round) && tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let event = match live.recv().await {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // The watcher reconnects from its last round and catches up.
+                        let _ = tx
+                            .send(Err(Status::data_loss("watcher fell behind; reconnect")))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let round = event_round(&event);
+                let fresh = match &event.event {
+                    Some(round_event::Event::Opened(_)) => round > opened_sent,
+                    _ => round > ended,
+                };
+                if !fresh || round < Some(r.from_round) {
+                    continue;
+                }
+                match &event.event {
+                    Some(round_event::Event::Opened(_)) => opened_sent = round,
+                    _ => ended = round,
+                }
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn submit_update(
+        &self,
+        request: Request<Streaming<SubmitUpdateMessage>>,
+    ) -> Result<Response<SubmitUpdateResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await?.and_then(|m| m.part) {
+            Some(submit_update_message::Part::Header(h)) => h,
+            _ => return Ok(rejected(&Reject::HeaderFirst)),
+        };
+        let span = info_span!("submit", round = header.round, peer = %header.peer_id);
+        async move {
+            let shared = &self.shared;
+            let key = shared.store.peer_key(&header.peer_id).map_err(internal)?;
+            if let Err(reason) = admission::check_header(&shared.run, &header, key.as_deref()) {
+                return Ok(self.reject(&header.peer_id, &reason));
+            }
+            // The round verdict before reading the payload: a late update costs nothing.
+            let precheck = shared
+                .lock()
+                .machine
+                .check_submission(&PeerId::from(header.peer_id.as_str()), header.round);
+            if let Err(reason) = precheck {
+                return Ok(self.reject(&header.peer_id, &Reject::Round(reason)));
+            }
+            let mut payload = Vec::with_capacity(header.payload_bytes as usize);
+            while let Some(message) = stream.message().await? {
+                let Some(submit_update_message::Part::PayloadChunk(chunk)) = message.part else {
+                    return Ok(self.reject(&header.peer_id, &Reject::HeaderFirst));
+                };
+                if chunk.len() > shared.run.max_chunk_bytes as usize {
+                    return Ok(self.reject(&header.peer_id, &Reject::ChunkTooLarge));
+                }
+                if (payload.len() + chunk.len()) as u64 > header.payload_bytes {
+                    return Ok(self.reject(&header.peer_id, &Reject::LengthMismatch));
+                }
+                shared.count_received(chunk.len());
+                payload.extend_from_slice(&chunk);
+            }
+            if let Err(reason) = admission::check_payload(&header, &payload) {
+                return Ok(self.reject(&header.peer_id, &reason));
+            }
+            let checked = {
+                let shared = Arc::clone(shared);
+                let payload = payload.clone();
+                tokio::task::spawn_blocking(move || {
+                    admission::check_contribution(&shared.run, &payload, &shared.checks).map(|_| ())
+                })
+                .await
+                .map_err(internal)?
+            };
+            if let Err(reason) = checked {
+                return Ok(self.reject(&header.peer_id, &reason));
+            }
+            let digest = identity::sha256(&payload);
+            let mut core = shared.lock();
+            let decisions = shared
+                .apply(
+                    &mut core,
+                    Event::Submission {
+                        peer: PeerId::from(header.peer_id.as_str()),
+                        round: header.round,
+                        digest,
+                        now_ms: now_ms(),
+                    },
+                    Attach::Update {
+                        payload: &payload,
+                        meta: UpdateMeta {
+                            inner_loss: header.inner_loss,
+                            tokens: header.tokens,
+                            bytes: payload.len() as u64,
+                        },
+                    },
+                )
+                .map_err(internal)?;
+            drop(core);
+            match decisions.into_iter().find_map(|d| match d {
+                Decision::Accepted { .. } => Some(Ok(())),
+                Decision::Rejected { reason, .. } => Some(Err(reason)),
+                _ => None,
+            }) {
+                Some(Ok(())) => Ok(Response::new(SubmitUpdateResponse {
+                    accepted: true,
+                    reject_reason: String::new(),
+                    message: String::new(),
+                })),
+                Some(Err(reason)) => Ok(rejected(&Reject::Round(reason))),
+                None => Err(Status::internal("the state machine gave no verdict")),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    type GetAggregateStream = BlobStream;
+
+    async fn get_aggregate(
+        &self,
+        request: Request<GetAggregateRequest>,
+    ) -> Result<Response<Self::GetAggregateStream>, Status> {
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        let blob = self
+            .shared
+            .store
+            .aggregate(r.round)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no aggregate for round {}", r.round)))?;
+        self.shared.count_sent(blob.len());
+        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        request: Request<ListCheckpointsRequest>,
+    ) -> Result<Response<ListCheckpointsResponse>, Status> {
+        check_version(request.into_inner().version.as_ref())?;
+        let checkpoints = self.shared.store.checkpoints().map_err(internal)?;
+        Ok(Response::new(ListCheckpointsResponse {
+            checkpoints: checkpoints.into_iter().map(checkpoint_info).collect(),
+        }))
+    }
+
+    type GetCheckpointStream = BlobStream;
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<Self::GetCheckpointStream>, Status> {
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        let blob = self
+            .shared
+            .store
+            .checkpoint(r.round)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no checkpoint at version {}", r.round)))?;
+        self.shared.count_sent(blob.len());
+        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+    }
+
+    async fn put_checkpoint(
+        &self,
+        request: Request<Streaming<PutCheckpointMessage>>,
+    ) -> Result<Response<PutCheckpointResponse>, Status> {
+        let mut stream = request.into_inner();
+        let refuse = |message: String| {
+            Ok(Response::new(PutCheckpointResponse {
+                accepted: false,
+                message,
+            }))
+        };
+        let header = match stream.message().await?.and_then(|m| m.part) {
+            Some(put_checkpoint_message::Part::Header(h)) => h,
+            _ => return refuse("the first message must be the header".into()),
+        };
+        check_version(header.version.as_ref())?;
+        let Some(info) = header.info else {
+            return refuse("header without checkpoint info".into());
+        };
+        let shared = &self.shared;
+        let Some(key) = shared.store.peer_key(&header.peer_id).map_err(internal)? else {
+            return refuse("unknown peer".into());
+        };
+        let message = identity::checkpoint_message(&shared.run.run_id, info.round, &info.sha256);
+        if identity::verify(&key, &message, &header.signature).is_err() {
+            return refuse("bad signature".into());
+        }
+        let version = shared.lock().machine.model_version();
+        if info.round == 0 || info.round > version {
+            return refuse(format!(
+                "checkpoint version {} is not in 1..={version}",
+                info.round
+            ));
+        }
+        if info.bytes > shared.run.max_checkpoint_bytes {
+            return refuse(format!(
+                "checkpoint of {} bytes exceeds this model's {}",
+                info.bytes, shared.run.max_checkpoint_bytes
+            ));
+        }
+        let mut data = Vec::with_capacity(info.bytes as usize);
+        while let Some(m) = stream.message().await? {
+            let Some(put_checkpoint_message::Part::DataChunk(chunk)) = m.part else {
+                return refuse("a second header".into());
+            };
+            if chunk.len() > shared.run.max_chunk_bytes as usize
+                || (data.len() + chunk.len()) as u64 > info.bytes
+            {
+                return refuse("chunk too large or more bytes than declared".into());
+            }
+            shared.count_received(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        if data.len() as u64 != info.bytes || identity::sha256(&data).as_slice() != info.sha256 {
+            return refuse("size or sha256 does not match the header".into());
+        }
+        let record = CheckpointRecord {
+            round: info.round,
+            bytes: info.bytes,
+            sha256: info.sha256,
+            writer: header.peer_id,
+        };
+        shared
+            .store
+            .put_checkpoint(&record, &data, shared.run.spec.checkpoints.keep)
+            .map_err(internal)?;
+        info!(version = record.round, bytes = record.bytes, writer = %record.writer, "checkpoint stored");
+        Ok(Response::new(PutCheckpointResponse {
+            accepted: true,
+            message: String::new(),
+        }))
+    }
+
+    async fn submit_scores(
+        &self,
+        _request: Request<SubmitScoresRequest>,
+    ) -> Result<Response<SubmitScoresResponse>, Status> {
+        Err(Status::unimplemented(
+            "validator scores are not taken by this coordinator version",
+        ))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<RunStatus>, Status> {
+        let history = self.shared.store.rounds(0).map_err(internal)?;
+        let core = self.shared.lock();
+        let machine = &core.machine;
+        let phase = match machine.phase() {
+            Phase::Waiting { .. } => "Waiting",
+            Phase::Open { .. } => "Running",
+            Phase::Aggregating { .. } => "Aggregating",
+            Phase::Finished => "Succeeded",
+        };
+        let peers: Vec<PeerStatus> = machine
+            .members()
+            .map(|p| (p.to_string(), true))
+            .chain(
+                core.peers
+                    .keys()
+                    .filter(|p| !machine.is_member(&PeerId::from(p.as_str())))
+                    .map(|p| (p.clone(), false)),
+            )
+            .map(|(id, active)| {
+                let c = core.peers.get(&id).cloned().unwrap_or_default();
+                PeerStatus {
+                    peer_id: id,
+                    active,
+                    last_round_submitted: c.last_round.unwrap_or(0),
+                    accepted_updates: c.accepted,
+                    rejected_updates: c.rejected,
+                    score: 0.0,
+                }
+            })
+            .collect();
+        let last_loss = history
+            .iter()
+            .rev()
+            .find(|r| r.published)
+            .map_or(0.0, |r| r.mean_loss);
+        Ok(Response::new(RunStatus {
+            run_id: self.shared.run.run_id.clone(),
+            round: current_round(machine),
+            phase: phase.into(),
+            loss: last_loss,
+            tokens: history.iter().map(|r| r.tokens).sum(),
+            active_peers: machine.members().count() as u32,
+            rejected_peers: core.peers.values().filter(|c| c.rejected > 0).count() as u32,
+            peers,
+            bytes_received: self.shared.bytes_received.load(Ordering::Relaxed),
+            bytes_sent: self.shared.bytes_sent.load(Ordering::Relaxed),
+            model_version: machine.model_version(),
+            history: history
+                .iter()
+                .map(|r| RoundSummary {
+                    round: r.round,
+                    published: r.published,
+                    skip_reason: r.skip_reason.clone(),
+                    contributions: r.peers.len() as u32,
+                    mean_loss: r.mean_loss,
+                    tokens: r.tokens,
+                    aggregate_bytes: r.aggregate_bytes,
+                    update_bytes: r.update_bytes,
+                    ended_unix_millis: r.ended_unix_millis,
+                })
+                .collect(),
+            total_rounds: self.shared.run.total_rounds.unwrap_or(0),
+        }))
+    }
+}
+
+impl ExchangeService {
+    fn reject(&self, peer: &str, reason: &Reject) -> Response<SubmitUpdateResponse> {
+        info!(%peer, reason = reason.label(), "update refused");
+        // Only admitted peers are counted: strangers must not grow the table.
+        if let Some(c) = self.shared.lock().peers.get_mut(peer) {
+            c.rejected += 1;
+        }
+        rejected(reason)
+    }
+}
+
+fn checkpoint_info(c: CheckpointRecord) -> CheckpointInfo {
+    CheckpointInfo {
+        round: c.round,
+        bytes: c.bytes,
+        sha256: c.sha256,
+        writer_peer_id: c.writer,
+    }
+}
+
+/// The round running now, or the next to open; the last one once the run finished.
+fn current_round(machine: &super::Coordinator) -> u64 {
+    match machine.phase() {
+        Phase::Waiting { next_round } => next_round,
+        Phase::Open { round, .. } | Phase::Aggregating { round } => round,
+        Phase::Finished => machine.published().last().map_or(0, |p| p.round),
+    }
+}
+
+fn event_round(e: &RoundEvent) -> Option<u64> {
+    match &e.event {
+        Some(round_event::Event::Opened(o)) => Some(o.round),
+        Some(round_event::Event::Published(p)) => Some(p.round),
+        Some(round_event::Event::Skipped(s)) => Some(s.round),
+        None => None,
+    }
+}

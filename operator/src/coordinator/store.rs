@@ -1,0 +1,447 @@
+//! The coordinator's durable state: one redb database (`coordinator.redb`) in the data
+//! directory. Every change that matters is one write transaction, and the serialized state
+//! machine is written in the same transaction as the payloads its decisions refer to, so a
+//! coordinator killed at any instant restarts from a consistent state.
+
+// redb's own error type is large; it only travels on the (rare) failure path.
+#![allow(clippy::result_large_err)]
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::Coordinator;
+
+/// Keys: "machine" (the state machine, JSON), "run" ([`RunRecord`], JSON).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Peer id → ed25519 public key.
+const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
+/// (round, peer) → accepted payload of a round not yet published.
+const UPDATES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("updates");
+/// (round, peer) → [`UpdateMeta`] JSON.
+const UPDATE_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("update_meta");
+/// Round → published aggregate bytes.
+const AGGREGATES: TableDefinition<u64, &[u8]> = TableDefinition::new("aggregates");
+/// Round → [`RoundRecord`] JSON, for every ended round.
+const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
+/// Round → checkpoint bytes, and → [`CheckpointRecord`] JSON.
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+const CHECKPOINT_META: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoint_meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {message}")]
+    Db { path: String, message: String },
+    #[error("store {path}: record {what} is corrupt: {message}")]
+    Corrupt {
+        path: String,
+        what: String,
+        message: String,
+    },
+}
+
+/// Which run a data directory belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    /// The TrainingRunSpec as JSON, exactly as the run started.
+    pub spec_json: String,
+}
+
+/// What a peer reported with an accepted update.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpdateMeta {
+    pub inner_loss: f64,
+    pub tokens: u64,
+    pub bytes: u64,
+}
+
+/// One ended round, published or skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u64,
+    pub published: bool,
+    pub skip_reason: String,
+    pub peers: Vec<String>,
+    pub mean_loss: f64,
+    pub tokens: u64,
+    pub aggregate_bytes: u64,
+    pub aggregate_sha256: Vec<u8>,
+    pub update_bytes: u64,
+    /// Aggregates published up to and including this round.
+    pub model_version: u64,
+    pub ended_unix_millis: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub round: u64,
+    pub bytes: u64,
+    pub sha256: Vec<u8>,
+    pub writer: String,
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("coordinator.redb");
+        let shown = path.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Db {
+            path: shown,
+            message: e.to_string(),
+        })?;
+        let store = Self { db, path };
+        store.write(|tx| {
+            tx.open_table(META)?;
+            tx.open_table(PEERS)?;
+            tx.open_table(UPDATES)?;
+            tx.open_table(UPDATE_META)?;
+            tx.open_table(AGGREGATES)?;
+            tx.open_table(ROUNDS)?;
+            tx.open_table(CHECKPOINTS)?;
+            tx.open_table(CHECKPOINT_META)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn corrupt(&self, what: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            what: what.into(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Runs `f` in one write transaction and commits it.
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn json<T: Serialize>(&self, what: &str, value: &T) -> Result<Vec<u8>> {
+        serde_json::to_vec(value).map_err(|e| self.corrupt(what, e))
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(&self, what: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| self.corrupt(what, e))
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(META).map_err(|e| self.err(e))?;
+        let v = t.get(key).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    pub fn run(&self) -> Result<Option<RunRecord>> {
+        self.get_meta("run")?
+            .map(|b| self.parse("run", &b))
+            .transpose()
+    }
+
+    pub fn machine(&self) -> Result<Option<Coordinator>> {
+        self.get_meta("machine")?
+            .map(|b| self.parse("machine", &b))
+            .transpose()
+    }
+
+    /// Records the run a fresh store belongs to, with the initial machine.
+    pub fn init(&self, run: &RunRecord, machine: &Coordinator) -> Result<()> {
+        let run = self.json("run", run)?;
+        let m = self.json("machine", machine)?;
+        self.write(|tx| {
+            let mut t = tx.open_table(META)?;
+            t.insert("run", run.as_slice())?;
+            t.insert("machine", m.as_slice())?;
+            Ok(())
+        })
+    }
+
+    pub fn save_machine(&self, machine: &Coordinator) -> Result<()> {
+        let m = self.json("machine", machine)?;
+        self.write(|tx| {
+            tx.open_table(META)?.insert("machine", m.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// A joining peer's key, with the machine that admitted it.
+    pub fn register_peer(&self, machine: &Coordinator, peer: &str, key: &[u8]) -> Result<()> {
+        let m = self.json("machine", machine)?;
+        self.write(|tx| {
+            tx.open_table(PEERS)?.insert(peer, key)?;
+            tx.open_table(META)?.insert("machine", m.as_slice())?;
+            Ok(())
+        })
+    }
+
+    pub fn peer_key(&self, peer: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PEERS).map_err(|e| self.err(e))?;
+        let v = t.get(peer).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    /// An accepted update and the machine that accepted it, atomically.
+    pub fn accept_update(
+        &self,
+        machine: &Coordinator,
+        round: u64,
+        peer: &str,
+        payload: &[u8],
+        meta: &UpdateMeta,
+    ) -> Result<()> {
+        let m = self.json("machine", machine)?;
+        let meta = self.json("update meta", meta)?;
+        self.write(|tx| {
+            tx.open_table(UPDATES)?.insert((round, peer), payload)?;
+            tx.open_table(UPDATE_META)?
+                .insert((round, peer), meta.as_slice())?;
+            tx.open_table(META)?.insert("machine", m.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The accepted updates of `round`, sorted by peer.
+    pub fn updates(&self, round: u64) -> Result<Vec<(String, Vec<u8>, UpdateMeta)>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let payloads = tx.open_table(UPDATES).map_err(|e| self.err(e))?;
+        let metas = tx.open_table(UPDATE_META).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in payloads
+            .range((round, "")..(round + 1, ""))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (_, peer) = k.value();
+            let meta = metas
+                .get((round, peer))
+                .map_err(|e| self.err(e))?
+                .ok_or_else(|| self.corrupt(format!("update {round}/{peer}"), "no metadata"))?;
+            let meta: UpdateMeta = self.parse("update meta", meta.value())?;
+            out.push((peer.to_owned(), v.value().to_vec(), meta));
+        }
+        Ok(out)
+    }
+
+    /// Ends a round: its record, its aggregate (when published) and the machine, atomically;
+    /// the round's updates are dropped (the aggregate supersedes them).
+    pub fn end_round(
+        &self,
+        machine: &Coordinator,
+        record: &RoundRecord,
+        aggregate: Option<&[u8]>,
+    ) -> Result<()> {
+        let m = self.json("machine", machine)?;
+        let r = self.json("round", record)?;
+        let round = record.round;
+        let peers: Vec<String> = self.updates(round)?.into_iter().map(|u| u.0).collect();
+        self.write(|tx| {
+            if let Some(a) = aggregate {
+                tx.open_table(AGGREGATES)?.insert(round, a)?;
+            }
+            tx.open_table(ROUNDS)?.insert(round, r.as_slice())?;
+            let mut updates = tx.open_table(UPDATES)?;
+            let mut metas = tx.open_table(UPDATE_META)?;
+            for p in &peers {
+                updates.remove((round, p.as_str()))?;
+                metas.remove((round, p.as_str()))?;
+            }
+            tx.open_table(META)?.insert("machine", m.as_slice())?;
+            Ok(())
+        })
+    }
+
+    pub fn aggregate(&self, round: u64) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
+        let v = t.get(round).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    /// Ended rounds from `from` on, oldest first.
+    pub fn rounds(&self, from: u64) -> Result<Vec<RoundRecord>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(ROUNDS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.range(from..).map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push(self.parse(&format!("round {}", k.value()), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a checkpoint and keeps only the newest `keep` (at least one).
+    pub fn put_checkpoint(&self, record: &CheckpointRecord, bytes: &[u8], keep: u32) -> Result<()> {
+        let r = self.json("checkpoint", record)?;
+        let mut rounds: Vec<u64> = self.checkpoints()?.iter().map(|c| c.round).collect();
+        rounds.push(record.round);
+        rounds.sort_unstable();
+        rounds.dedup();
+        let drop = rounds.len().saturating_sub(keep.max(1) as usize);
+        self.write(|tx| {
+            tx.open_table(CHECKPOINTS)?.insert(record.round, bytes)?;
+            tx.open_table(CHECKPOINT_META)?
+                .insert(record.round, r.as_slice())?;
+            for old in rounds.iter().take(drop) {
+                tx.open_table(CHECKPOINTS)?.remove(*old)?;
+                tx.open_table(CHECKPOINT_META)?.remove(*old)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stored checkpoints, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRecord>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(CHECKPOINT_META).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push(self.parse(&format!("checkpoint {}", k.value()), v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn checkpoint(&self, round: u64) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
+        let v = t.get(round).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    /// Number of registered peers (status).
+    pub fn peer_count(&self) -> Result<u64> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PEERS).map_err(|e| self.err(e))?;
+        t.len().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::{Event, PeerId, RoundPolicy};
+    use tributary_crds::ParticipationSpec;
+
+    fn machine() -> Coordinator {
+        let spec = ParticipationSpec {
+            min_peers: 1,
+            max_peers: 2,
+            ..ParticipationSpec::default()
+        };
+        Coordinator::new(RoundPolicy::try_from(&spec).unwrap())
+    }
+
+    #[test]
+    fn state_updates_and_rounds_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = machine();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let run = RunRecord {
+                run_id: "r".into(),
+                spec_json: "{}".into(),
+            };
+            s.init(&run, &m).unwrap();
+            m.apply(Event::Join {
+                peer: PeerId::from("a"),
+                now_ms: 5,
+            });
+            s.register_peer(&m, "a", &[1; 32]).unwrap();
+            let meta = UpdateMeta {
+                inner_loss: 2.5,
+                tokens: 10,
+                bytes: 3,
+            };
+            s.accept_update(&m, 0, "a", &[1, 2, 3], &meta).unwrap();
+            s.accept_update(&m, 1, "a", &[4], &meta).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.machine().unwrap().unwrap(), m);
+        assert_eq!(s.run().unwrap().unwrap().run_id, "r");
+        assert_eq!(s.peer_key("a").unwrap().unwrap(), vec![1; 32]);
+        let ups = s.updates(0).unwrap();
+        assert_eq!(ups.len(), 1);
+        assert_eq!(ups[0].1, vec![1, 2, 3]);
+        let record = RoundRecord {
+            round: 0,
+            published: true,
+            skip_reason: String::new(),
+            peers: vec!["a".into()],
+            mean_loss: 2.5,
+            tokens: 10,
+            aggregate_bytes: 2,
+            aggregate_sha256: vec![0; 32],
+            update_bytes: 3,
+            model_version: 1,
+            ended_unix_millis: 9,
+        };
+        s.end_round(&m, &record, Some(&[7, 7])).unwrap();
+        assert!(
+            s.updates(0).unwrap().is_empty(),
+            "published updates are dropped"
+        );
+        assert_eq!(s.updates(1).unwrap().len(), 1, "other rounds are kept");
+        assert_eq!(s.aggregate(0).unwrap().unwrap(), vec![7, 7]);
+        assert_eq!(s.rounds(0).unwrap(), vec![record]);
+        assert!(s.rounds(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_the_newest_checkpoints_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for round in [10, 20, 30] {
+            let rec = CheckpointRecord {
+                round,
+                bytes: 1,
+                sha256: vec![0; 32],
+                writer: "w".into(),
+            };
+            s.put_checkpoint(&rec, &[round as u8], 2).unwrap();
+        }
+        let kept: Vec<u64> = s.checkpoints().unwrap().iter().map(|c| c.round).collect();
+        assert_eq!(kept, [20, 30]);
+        assert!(s.checkpoint(10).unwrap().is_none());
+        assert_eq!(s.checkpoint(30).unwrap().unwrap(), vec![30]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.write(|tx| {
+            tx.open_table(META)?
+                .insert("machine", b"{not json".as_slice())?;
+            Ok(())
+        })
+        .unwrap();
+        let err = s.machine().unwrap_err().to_string();
+        assert!(err.contains("machine") && err.contains("corrupt"), "{err}");
+    }
+}

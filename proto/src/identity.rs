@@ -1,0 +1,283 @@
+//! Peer identity: an ed25519 key per peer, the peer id derived from its public key, and the
+//! canonical byte strings that peers sign (docs/protocol.md, "Signatures").
+
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::v1alpha1::CodecParams;
+
+/// Why an identity could not be loaded or a signature does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("key file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("key file {path}: expected 64 hex digits (an ed25519 secret seed)")]
+    BadKeyFile { path: String },
+    #[error("public key must be 32 bytes of a valid ed25519 point")]
+    BadPublicKey,
+    #[error("signature must be 64 bytes")]
+    BadSignatureLength,
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// A peer's signing key. The key file holds the 32-byte secret seed as 64 hex digits.
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl Identity {
+    /// A fresh key from the operating system's randomness.
+    pub fn generate() -> Self {
+        Self {
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
+    }
+
+    /// A key from a 32-byte seed (tests and deterministic fixtures).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let bad = || IdentityError::BadKeyFile {
+            path: shown.clone(),
+        };
+        let bytes = hex::decode(text.trim()).map_err(|_| bad())?;
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+        Ok(Self::from_seed(seed))
+    }
+
+    /// Writes the key file (mode 0600 on Unix) through a temporary file, so a crash never
+    /// leaves half a key; refuses to overwrite an existing key.
+    pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
+        let io = |source| IdentityError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if path.exists() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "refusing to overwrite an existing key",
+            )));
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp).map_err(io)?;
+            writeln!(f, "{}", hex::encode(self.key.to_bytes())).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    pub fn peer_id(&self) -> String {
+        peer_id(&self.public_key())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.key.sign(message).to_bytes().to_vec()
+    }
+}
+
+/// The peer id of a public key: `p` and the first 16 bytes of its SHA-256, in hex. Stable,
+/// short enough for logs and Kubernetes labels, and bound to the key (a peer cannot claim an
+/// id without the key that hashes to it).
+pub fn peer_id(public_key: &[u8; 32]) -> String {
+    let digest = Sha256::digest(public_key);
+    format!("p{}", hex::encode(&digest[..16]))
+}
+
+/// Checks `signature` over `message` by `public_key`; a malformed key or signature is an error,
+/// never a panic.
+pub fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
+    let key: [u8; 32] = public_key
+        .try_into()
+        .map_err(|_| IdentityError::BadPublicKey)?;
+    let key = VerifyingKey::from_bytes(&key).map_err(|_| IdentityError::BadPublicKey)?;
+    let sig: [u8; 64] = signature
+        .try_into()
+        .map_err(|_| IdentityError::BadSignatureLength)?;
+    key.verify(message, &Signature::from_bytes(&sig))
+        .map_err(|_| IdentityError::BadSignature)
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Canonical encoding: a domain tag, then each field as u32-LE length + bytes (strings,
+/// byte strings) or 8 bytes LE (integers). Length prefixes make the encoding injective.
+struct Canonical(Vec<u8>);
+
+impl Canonical {
+    fn new(tag: &str) -> Self {
+        let mut c = Self(Vec::with_capacity(128));
+        c.bytes(tag.as_bytes());
+        c
+    }
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// What a joining peer signs.
+pub fn join_message(run_id: &str, public_key: &[u8], unix_millis: u64) -> Vec<u8> {
+    Canonical::new("tributary-join-v1")
+        .bytes(run_id.as_bytes())
+        .bytes(public_key)
+        .u64(unix_millis)
+        .finish()
+}
+
+/// What a peer signs for an update: the run, the round, itself, the codec settings and the
+/// payload's hash — so a signature cannot be replayed into another run, round or codec.
+pub fn update_message(
+    run_id: &str,
+    round: u64,
+    peer_id: &str,
+    codec: &CodecParams,
+    payload_sha256: &[u8],
+) -> Vec<u8> {
+    Canonical::new("tributary-update-v1")
+        .bytes(run_id.as_bytes())
+        .u64(round)
+        .bytes(peer_id.as_bytes())
+        .u64(u64::from(codec.chunk_side))
+        .u64(u64::from(codec.top_k))
+        .u64(u64::from(codec.bits))
+        .bytes(codec.quantizer.as_bytes())
+        .u64(u64::from(codec.codec_format_version))
+        .bytes(payload_sha256)
+        .finish()
+}
+
+/// What the checkpoint writer signs.
+pub fn checkpoint_message(run_id: &str, round: u64, sha256: &[u8]) -> Vec<u8> {
+    Canonical::new("tributary-checkpoint-v1")
+        .bytes(run_id.as_bytes())
+        .u64(round)
+        .bytes(sha256)
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec() -> CodecParams {
+        CodecParams {
+            chunk_side: 64,
+            top_k: 64,
+            bits: 2,
+            quantizer: "production".into(),
+            codec_format_version: 1,
+        }
+    }
+
+    #[test]
+    fn a_signature_verifies_only_for_its_exact_message() {
+        let id = Identity::from_seed([3; 32]);
+        let msg = update_message("run", 4, &id.peer_id(), &codec(), &[9; 32]);
+        let sig = id.sign(&msg);
+        assert!(verify(&id.public_key(), &msg, &sig).is_ok());
+        for other in [
+            update_message("run2", 4, &id.peer_id(), &codec(), &[9; 32]),
+            update_message("run", 5, &id.peer_id(), &codec(), &[9; 32]),
+            update_message("run", 4, &id.peer_id(), &codec(), &[8; 32]),
+            update_message(
+                "run",
+                4,
+                &id.peer_id(),
+                &CodecParams {
+                    top_k: 32,
+                    ..codec()
+                },
+                &[9; 32],
+            ),
+        ] {
+            assert!(matches!(
+                verify(&id.public_key(), &other, &sig),
+                Err(IdentityError::BadSignature)
+            ));
+        }
+        let stranger = Identity::from_seed([4; 32]);
+        assert!(verify(&stranger.public_key(), &msg, &sig).is_err());
+        assert!(matches!(
+            verify(&id.public_key(), &msg, &sig[..63]),
+            Err(IdentityError::BadSignatureLength)
+        ));
+        assert!(matches!(
+            verify(&[1; 5], &msg, &sig),
+            Err(IdentityError::BadPublicKey)
+        ));
+    }
+
+    #[test]
+    fn peer_ids_are_stable_and_distinct() {
+        let a = Identity::from_seed([1; 32]);
+        let b = Identity::from_seed([2; 32]);
+        assert_eq!(a.peer_id(), peer_id(&a.public_key()));
+        assert_ne!(a.peer_id(), b.peer_id());
+        assert_eq!(a.peer_id().len(), 33);
+    }
+
+    #[test]
+    fn key_files_round_trip_and_bad_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("tributary-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("peer.key");
+        let _ = std::fs::remove_file(&path);
+        let id = Identity::generate();
+        id.save(&path).unwrap();
+        assert_eq!(Identity::load(&path).unwrap().peer_id(), id.peer_id());
+        assert!(
+            id.save(&path).is_err(),
+            "an existing key is never overwritten"
+        );
+        std::fs::write(&path, "not hex").unwrap();
+        let err = Identity::load(&path).err().unwrap().to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn length_prefixes_keep_fields_apart() {
+        assert_ne!(
+            checkpoint_message("ab", 1, b"c"),
+            checkpoint_message("a", 1, b"bc")
+        );
+    }
+}

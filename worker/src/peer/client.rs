@@ -1,0 +1,254 @@
+//! The peer's side of the exchange protocol: signed join, round events, chunked uploads, and
+//! blob downloads verified against their SHA-256.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use tonic::transport::{Channel, Endpoint};
+use tributary_proto::identity::{self, Identity};
+use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
+use tributary_proto::v1alpha1::{
+    CheckpointInfo, CodecParams, GetAggregateRequest, GetCheckpointRequest, HeartbeatRequest,
+    HeartbeatResponse, JoinRequest, JoinResponse, PutCheckpointHeader, PutCheckpointMessage,
+    RoundEvent, SubmitUpdateMessage, SubmitUpdateResponse, UpdateHeader, WatchRoundsRequest,
+    put_checkpoint_message, submit_update_message,
+};
+use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+
+#[derive(Clone)]
+pub struct Client {
+    inner: ExchangeClient<Channel>,
+}
+
+/// What a peer reports with its update.
+pub struct UpdateReport {
+    pub round: u64,
+    pub inner_loss: f64,
+    pub tokens: u64,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let channel = Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("coordinator address {url:?}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_keepalive(Some(Duration::from_secs(20)))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        Ok(Self {
+            inner: ExchangeClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        })
+    }
+
+    pub async fn join(&mut self, id: &Identity, run_id: &str) -> Result<JoinResponse> {
+        let unix_millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let key = id.public_key();
+        let signature = id.sign(&identity::join_message(run_id, &key, unix_millis));
+        let response = self
+            .inner
+            .join(JoinRequest {
+                version: Some(PROTOCOL_VERSION),
+                run_id: run_id.to_owned(),
+                public_key: key.to_vec(),
+                capabilities: None,
+                unix_millis,
+                signature,
+            })
+            .await
+            .context("join")?
+            .into_inner();
+        if response.peer_id != id.peer_id() {
+            bail!(
+                "the coordinator named this peer {:?}, but its key gives {:?}",
+                response.peer_id,
+                id.peer_id()
+            );
+        }
+        Ok(response)
+    }
+
+    pub async fn heartbeat(
+        &mut self,
+        peer_id: &str,
+        version: u64,
+        fingerprint: &[u8],
+    ) -> Result<HeartbeatResponse> {
+        Ok(self
+            .inner
+            .heartbeat(HeartbeatRequest {
+                version: Some(PROTOCOL_VERSION),
+                peer_id: peer_id.to_owned(),
+                round: version,
+                parameter_fingerprint: fingerprint.to_vec(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn watch(
+        &mut self,
+        peer_id: &str,
+        from_round: u64,
+    ) -> Result<tonic::Streaming<RoundEvent>> {
+        Ok(self
+            .inner
+            .watch_rounds(WatchRoundsRequest {
+                version: Some(PROTOCOL_VERSION),
+                peer_id: peer_id.to_owned(),
+                from_round,
+            })
+            .await
+            .context("watching rounds")?
+            .into_inner())
+    }
+
+    /// Signs and streams one update: the header, then chunks of at most `CHUNK_BYTES`.
+    pub async fn submit(
+        &mut self,
+        id: &Identity,
+        run_id: &str,
+        codec: &CodecParams,
+        report: &UpdateReport,
+        payload: Vec<u8>,
+    ) -> Result<SubmitUpdateResponse> {
+        let sha = identity::sha256(&payload).to_vec();
+        let peer_id = id.peer_id();
+        let signature = id.sign(&identity::update_message(
+            run_id,
+            report.round,
+            &peer_id,
+            codec,
+            &sha,
+        ));
+        let header = UpdateHeader {
+            version: Some(PROTOCOL_VERSION),
+            run_id: run_id.to_owned(),
+            round: report.round,
+            peer_id,
+            codec: Some(codec.clone()),
+            payload_bytes: payload.len() as u64,
+            payload_sha256: sha,
+            inner_loss: report.inner_loss,
+            tokens: report.tokens,
+            signature,
+        };
+        let mut messages = vec![SubmitUpdateMessage {
+            part: Some(submit_update_message::Part::Header(header)),
+        }];
+        messages.extend(payload.chunks(CHUNK_BYTES).map(|c| SubmitUpdateMessage {
+            part: Some(submit_update_message::Part::PayloadChunk(c.to_vec())),
+        }));
+        Ok(self
+            .inner
+            .submit_update(tokio_stream::iter(messages))
+            .await
+            .context("submitting the update")?
+            .into_inner())
+    }
+
+    pub async fn aggregate(&mut self, round: u64, sha256: &[u8]) -> Result<Vec<u8>> {
+        let stream = self
+            .inner
+            .get_aggregate(GetAggregateRequest {
+                version: Some(PROTOCOL_VERSION),
+                round,
+            })
+            .await
+            .with_context(|| format!("fetching the aggregate of round {round}"))?
+            .into_inner();
+        download(stream, sha256, &format!("aggregate of round {round}")).await
+    }
+
+    pub async fn checkpoint(&mut self, info: &CheckpointInfo) -> Result<Vec<u8>> {
+        let stream = self
+            .inner
+            .get_checkpoint(GetCheckpointRequest {
+                version: Some(PROTOCOL_VERSION),
+                round: info.round,
+            })
+            .await
+            .with_context(|| format!("fetching the checkpoint at version {}", info.round))?
+            .into_inner();
+        let what = format!("checkpoint at version {}", info.round);
+        download(stream, &info.sha256, &what).await
+    }
+
+    pub async fn put_checkpoint(
+        &mut self,
+        id: &Identity,
+        run_id: &str,
+        version: u64,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        let sha = identity::sha256(&bytes).to_vec();
+        let header = PutCheckpointHeader {
+            version: Some(PROTOCOL_VERSION),
+            peer_id: id.peer_id(),
+            signature: id.sign(&identity::checkpoint_message(run_id, version, &sha)),
+            info: Some(CheckpointInfo {
+                round: version,
+                bytes: bytes.len() as u64,
+                sha256: sha,
+                writer_peer_id: id.peer_id(),
+            }),
+        };
+        let mut messages = vec![PutCheckpointMessage {
+            part: Some(put_checkpoint_message::Part::Header(header)),
+        }];
+        messages.extend(bytes.chunks(CHUNK_BYTES).map(|c| PutCheckpointMessage {
+            part: Some(put_checkpoint_message::Part::DataChunk(c.to_vec())),
+        }));
+        let r = self
+            .inner
+            .put_checkpoint(tokio_stream::iter(messages))
+            .await
+            .context("uploading the checkpoint")?
+            .into_inner();
+        if !r.accepted {
+            bail!("checkpoint refused: {}", r.message);
+        }
+        Ok(())
+    }
+}
+
+/// Reassembles a chunked blob, checking offsets, the declared size and the SHA-256 (both the
+/// one the server sends and the one the caller expects).
+async fn download(
+    mut stream: tonic::Streaming<tributary_proto::v1alpha1::BlobChunk>,
+    expected_sha: &[u8],
+    what: &str,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut total = None;
+    while let Some(chunk) = stream.message().await.with_context(|| what.to_owned())? {
+        if chunk.offset != out.len() as u64 {
+            bail!(
+                "{what}: chunk at offset {} after {} bytes",
+                chunk.offset,
+                out.len()
+            );
+        }
+        if total.is_none() {
+            total = Some(chunk.total_bytes);
+            if chunk.sha256 != expected_sha {
+                bail!("{what}: the server's hash differs from the announced one");
+            }
+        }
+        if (out.len() + chunk.data.len()) as u64 > total.unwrap_or(0) {
+            bail!("{what}: more bytes than declared");
+        }
+        out.extend_from_slice(&chunk.data);
+    }
+    if Some(out.len() as u64) != total {
+        bail!("{what}: {} bytes of {:?}", out.len(), total);
+    }
+    if identity::sha256(&out).as_slice() != expected_sha {
+        bail!("{what}: SHA-256 mismatch");
+    }
+    Ok(out)
+}

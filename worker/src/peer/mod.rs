@@ -1,0 +1,334 @@
+//! A training peer: joins a run's coordinator, follows its rounds, trains and submits, applies
+//! published aggregates, and reconnects with backoff when the connection or the coordinator
+//! goes away. A peer that (re)starts syncs first: the newest checkpoint (hash-verified), then
+//! every aggregate published since, which gives bit-identical parameters.
+
+mod client;
+mod log;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::task::block_in_place;
+use tracing::{Instrument, info, info_span, warn};
+use tributary_proto::convert;
+use tributary_proto::identity::Identity;
+use tributary_proto::v1alpha1::{AggregatePublished, JoinResponse, RoundOpened, round_event};
+
+pub use client::Client;
+use client::UpdateReport;
+pub use log::{LogLine, read_log};
+pub use state::PeerState;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerArgs {
+    /// The coordinator's gRPC address.
+    #[arg(
+        long,
+        env = "TRIBUTARY_COORDINATOR",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    pub coordinator: String,
+    /// The run to join (the TrainingRun's name).
+    #[arg(long, env = "TRIBUTARY_RUN_ID")]
+    pub run_id: String,
+    /// This peer's ed25519 key file (`tributary-worker keygen`); created if missing.
+    #[arg(long, env = "TRIBUTARY_KEY")]
+    pub key: PathBuf,
+    /// Where this peer writes its log (peer.jsonl).
+    #[arg(long, env = "TRIBUTARY_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+    /// libtorch threads.
+    #[arg(long, env = "TRIBUTARY_THREADS", default_value_t = 1)]
+    pub threads: u32,
+    /// Upload a checkpoint every `checkpoints.everyRounds` aggregates.
+    #[arg(long, env = "TRIBUTARY_CHECKPOINT_WRITER")]
+    pub checkpoint_writer: bool,
+    /// Score θ on held-out data after every aggregate (logged with the entropy floor).
+    #[arg(long, env = "TRIBUTARY_EVALUATE")]
+    pub evaluate: bool,
+}
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs the peer until the run's round limit is reached.
+pub async fn run(args: PeerArgs) -> Result<()> {
+    tch::set_num_threads(args.threads.max(1) as i32);
+    let id = load_or_create_key(&args.key)?;
+    info!(peer = %id.peer_id(), coordinator = %args.coordinator, "peer starting");
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let mut log = log::Log::open(&args.data_dir.join("peer.jsonl"))?;
+    let mut state: Option<PeerState> = None;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match session(&args, &id, &mut state, &mut log).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                warn!("{e:#}; reconnecting in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+pub fn load_or_create_key(path: &std::path::Path) -> Result<Identity> {
+    if path.exists() {
+        return Ok(Identity::load(path)?);
+    }
+    let id = Identity::generate();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    id.save(path)?;
+    info!(peer = %id.peer_id(), path = %path.display(), "new key");
+    Ok(id)
+}
+
+/// One connection's worth of work; returns Ok when the run is finished.
+async fn session(
+    args: &PeerArgs,
+    id: &Identity,
+    slot: &mut Option<PeerState>,
+    log: &mut log::Log,
+) -> Result<()> {
+    let mut client = Client::connect(&args.coordinator).await?;
+    let joined = client.join(id, &args.run_id).await?;
+    let spec = convert::run_spec_from_json(&joined.run_spec_json)?;
+    if slot.as_ref().is_some_and(|s| s.spec != spec) {
+        bail!("the run's spec changed under this peer; restart it");
+    }
+    if slot.is_none() {
+        *slot = Some(sync_start(&mut client, &joined, spec).await?);
+    }
+    let Some(state) = slot.as_mut() else {
+        bail!("no state");
+    };
+    let total = state.spec.total_rounds()?;
+    if total.is_some_and(|t| state.version >= t) {
+        info!(version = state.version, "run finished");
+        return Ok(());
+    }
+    let beat = Arc::new(Mutex::new((state.version, state.fingerprint())));
+    let heartbeat = spawn_heartbeat(
+        client.clone(),
+        id.peer_id(),
+        Arc::clone(&beat),
+        Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(200))),
+    );
+    let result = follow(args, id, &mut client, state, log, &beat, total).await;
+    heartbeat.abort();
+    result
+}
+
+/// Starting state: the newest checkpoint when there is one, else the seeded initialization.
+async fn sync_start(
+    client: &mut Client,
+    joined: &JoinResponse,
+    spec: tributary_crds::TrainingRunSpec,
+) -> Result<PeerState> {
+    match &joined.latest_checkpoint {
+        Some(info) => {
+            let bytes = client.checkpoint(info).await?;
+            let state = block_in_place(|| PeerState::from_checkpoint(spec, &bytes))?;
+            info!(
+                version = state.version,
+                bytes = bytes.len(),
+                "started from the run's checkpoint"
+            );
+            Ok(state)
+        }
+        None => block_in_place(|| PeerState::new(spec)),
+    }
+}
+
+fn spawn_heartbeat(
+    mut client: Client,
+    peer: String,
+    beat: Arc<Mutex<(u64, String)>>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let (version, fp) = beat.lock().map(|b| b.clone()).unwrap_or_default();
+            match client.heartbeat(&peer, version, fp.as_bytes()).await {
+                Ok(r) if r.resync_required => {
+                    warn!(version, "coordinator reports divergent parameters")
+                }
+                Ok(_) => {}
+                Err(e) => warn!("heartbeat: {e:#}"),
+            }
+        }
+    })
+}
+
+/// Follows round events: applies aggregates in order, trains the rounds it is a member of.
+async fn follow(
+    args: &PeerArgs,
+    id: &Identity,
+    client: &mut Client,
+    state: &mut PeerState,
+    log: &mut log::Log,
+    beat: &Arc<Mutex<(u64, String)>>,
+    total: Option<u64>,
+) -> Result<()> {
+    let me = id.peer_id();
+    let wire_codec = tributary_proto::v1alpha1::CodecParams::from(&state.codec);
+    // Replays from the start of the log: events at versions already held are skipped.
+    let mut events = client.watch(&me, 0).await?;
+    let mut submitted: Option<Submitted> = None;
+    while let Some(event) = events.message().await.context("round stream")? {
+        match event.event {
+            Some(round_event::Event::Published(p)) => {
+                if p.model_version <= state.version {
+                    continue;
+                }
+                if p.model_version != state.version + 1 {
+                    bail!(
+                        "aggregate of round {} makes version {}, but this peer is at {}",
+                        p.round,
+                        p.model_version,
+                        state.version
+                    );
+                }
+                apply(client, state, &p, &me).await?;
+                *beat.lock().map_err(|_| anyhow::anyhow!("poisoned"))? =
+                    (state.version, state.fingerprint());
+                let eval = if args.evaluate {
+                    block_in_place(|| state.evaluate())?
+                } else {
+                    None
+                };
+                let mine = submitted.filter(|s| s.round == p.round);
+                log.write(&LogLine {
+                    unix_ms: now_ms(),
+                    round: p.round,
+                    version: state.version,
+                    contributions: p.contributions,
+                    included: p.peer_ids.contains(&me),
+                    train_loss: mine.map(|s| s.loss),
+                    mean_loss: p.mean_loss,
+                    eval_loss: eval.map(|e| e.0),
+                    floor: eval.map(|e| e.1),
+                    tokens: mine.map_or(0, |s| s.tokens),
+                    round_tokens: p.tokens,
+                    bytes_up: mine.map_or(0, |s| s.bytes),
+                    bytes_down: p.aggregate_bytes,
+                    round_seconds: mine.map(|s| s.started.elapsed().as_secs_f64()),
+                    train_seconds: mine.map(|s| s.train_seconds),
+                    fingerprint: state.fingerprint(),
+                })?;
+                if args.checkpoint_writer {
+                    let every = u64::from(state.spec.checkpoints.every_rounds.max(1));
+                    if state.version.is_multiple_of(every) {
+                        let bytes = block_in_place(|| state.checkpoint_bytes())?;
+                        client
+                            .put_checkpoint(id, &args.run_id, state.version, bytes)
+                            .await?;
+                        info!(version = state.version, "checkpoint uploaded");
+                    }
+                }
+                if total.is_some_and(|t| state.version >= t) {
+                    info!(version = state.version, "run finished");
+                    return Ok(());
+                }
+            }
+            Some(round_event::Event::Skipped(s)) => {
+                info!(round = s.round, reason = %s.reason, "round skipped");
+                state.end_round(s.round);
+            }
+            Some(round_event::Event::Opened(o)) => {
+                let Some(slot) = o.members.iter().position(|m| *m == me) else {
+                    continue;
+                };
+                if o.model_version != state.version {
+                    info!(
+                        round = o.round,
+                        "not at the round's model version yet; sitting this round out"
+                    );
+                    continue;
+                }
+                submitted = Some(
+                    train_and_submit(args, id, client, state, &o, slot as u32, &wire_codec)
+                        .instrument(info_span!("round", round = o.round))
+                        .await?,
+                );
+            }
+            None => {}
+        }
+    }
+    bail!("the coordinator closed the round stream")
+}
+
+async fn apply(
+    client: &mut Client,
+    state: &mut PeerState,
+    p: &AggregatePublished,
+    me: &str,
+) -> Result<()> {
+    let blob = client.aggregate(p.round, &p.aggregate_sha256).await?;
+    let included = p.peer_ids.iter().any(|x| x == me);
+    block_in_place(|| state.apply_aggregate(p.round, &blob, included))
+}
+
+async fn train_and_submit(
+    args: &PeerArgs,
+    id: &Identity,
+    client: &mut Client,
+    state: &mut PeerState,
+    o: &RoundOpened,
+    slot: u32,
+    wire_codec: &tributary_proto::v1alpha1::CodecParams,
+) -> Result<Submitted> {
+    let t0 = Instant::now();
+    let trained = block_in_place(|| state.train(o.round, slot))?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let bytes = trained.payload.len() as u64;
+    let report = UpdateReport {
+        round: o.round,
+        inner_loss: trained.mean_loss,
+        tokens: trained.tokens,
+    };
+    let r = client
+        .submit(id, &args.run_id, wire_codec, &report, trained.payload)
+        .await?;
+    if r.accepted {
+        info!(loss = trained.mean_loss, bytes, train_s, "update accepted");
+    } else {
+        warn!(reason = %r.reject_reason, message = %r.message, "update rejected");
+        if r.reject_reason == "not-a-member" {
+            bail!("the coordinator no longer counts this peer as a member");
+        }
+    }
+    Ok(Submitted {
+        round: o.round,
+        started: t0,
+        train_seconds: train_s,
+        loss: trained.mean_loss,
+        tokens: trained.tokens,
+        bytes,
+    })
+}
+
+/// This peer's update of a round, for its log line.
+#[derive(Clone, Copy)]
+struct Submitted {
+    round: u64,
+    started: Instant,
+    train_seconds: f64,
+    loss: f64,
+    tokens: u64,
+    bytes: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
