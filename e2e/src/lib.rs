@@ -1,5 +1,7 @@
 //! End-to-end harness: runs the workspace's real binaries as local processes.
 
+pub mod devnet;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};

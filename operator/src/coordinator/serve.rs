@@ -56,17 +56,25 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     shared.resume();
-    shared.spawn_clock(CLOCK_PERIOD);
+    let clock = shared.spawn_clock(CLOCK_PERIOD);
+    let closer = Arc::clone(&shared);
+    let shutdown = async move {
+        shutdown.await;
+        closer.close();
+    };
     let service = ExchangeServer::new(ExchangeService::new(shared))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .context("serving gRPC")?;
+        .context("serving gRPC");
+    // The clock holds the store open; stop it so the data directory can be reopened.
+    clock.abort();
+    let _ = clock.await;
     info!("coordinator stopped");
-    Ok(())
+    served
 }
 
 fn write_address(dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {

@@ -57,6 +57,9 @@ pub struct Shared {
     pub store: Store,
     core: Mutex<Core>,
     events: broadcast::Sender<RoundEvent>,
+    /// Set when the server shuts down: round streams end so the shutdown need not wait for
+    /// peers to hang up.
+    closing: tokio::sync::watch::Sender<bool>,
     pub checks: Vec<Box<dyn ContributionCheck>>,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
@@ -114,6 +117,7 @@ impl Shared {
                 fingerprints: BTreeMap::new(),
             }),
             events,
+            closing: tokio::sync::watch::channel(false).0,
             checks: default_checks(),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
@@ -128,6 +132,16 @@ impl Shared {
 
     pub fn subscribe(&self) -> broadcast::Receiver<RoundEvent> {
         self.events.subscribe()
+    }
+
+    /// Resolves once the server is shutting down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Ends every round stream.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Applies `event`, stores the new state (with `attach`) and announces the decisions.
@@ -269,8 +283,8 @@ impl Shared {
         Some(self.opened_event(round, deadline, &members, core.machine.model_version()))
     }
 
-    /// Advances the clock every `period` until the process ends.
-    pub fn spawn_clock(self: &Arc<Self>, period: Duration) {
+    /// Advances the clock every `period` until the returned task is aborted.
+    pub fn spawn_clock(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
         let shared = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -283,7 +297,7 @@ impl Shared {
                     error!("tick: {e:#}");
                 }
             }
-        });
+        })
     }
 
     /// A coordinator restarted mid-aggregation picks the job up again.

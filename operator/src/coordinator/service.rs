@@ -233,6 +233,7 @@ impl Exchange for ExchangeService {
             self.shared.current_opened(&core)
         };
         let (tx, rx) = mpsc::channel(64);
+        let mut closing = self.shared.closing();
         tokio::spawn(async move {
             // Highest round whose end (published/skipped) and opening were sent.
             let mut ended: Option<u64> = None;
@@ -250,7 +251,14 @@ impl Exchange for ExchangeService {
                 }
             }
             loop {
-                let event = match live.recv().await {
+                let received = tokio::select! {
+                    r = live.recv() => r,
+                    _ = closing.changed() => {
+                        let _ = tx.send(Err(Status::unavailable("coordinator shutting down"))).await;
+                        return;
+                    }
+                };
+                let event = match received {
                     Ok(event) => event,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // The watcher reconnects from its last round and catches up.

@@ -1,0 +1,447 @@
+//! The coordinator over real gRPC on loopback: a round from join to published aggregate, a
+//! restart from the store, and hostile streams that are refused with a named reason while the
+//! round carries on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tributary_codec::{
+    Aggregator, DecodeLimits, ErrorFeedback, compress_contribution, decode, decode_aggregate,
+    encode,
+};
+use tributary_crds::{ModelPreset, ModelSpec, StopCondition, TrainingRunSpec};
+use tributary_operator::coordinator::run::RunConfig;
+use tributary_operator::coordinator::serve::serve;
+use tributary_operator::coordinator::server::Shared;
+use tributary_proto::identity::{self, Identity};
+use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
+use tributary_proto::v1alpha1::*;
+use tributary_proto::{CHUNK_BYTES, PROTOCOL_VERSION};
+
+const RUN: &str = "exchange-test";
+
+fn spec(min_peers: u32, max_peers: u32) -> TrainingRunSpec {
+    let mut spec = TrainingRunSpec::new(ModelSpec::preset(ModelPreset::Tiny));
+    spec.participation.min_peers = min_peers;
+    spec.participation.max_peers = max_peers;
+    spec.participation.reserve_peers = 0;
+    spec.participation.round_deadline_seconds = 600;
+    spec.participation.heartbeat_timeout_seconds = 600;
+    spec.stop = StopCondition {
+        total_rounds: Some(10),
+        total_tokens: None,
+    };
+    spec
+}
+
+struct Coordinator {
+    url: String,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Coordinator {
+    async fn start(dir: &Path, spec: TrainingRunSpec) -> Self {
+        let shared = Shared::open(RunConfig::new(RUN, spec).unwrap(), dir).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(Arc::clone(&shared), listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            url,
+            shared,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn client(&self) -> ExchangeClient<Channel> {
+        ExchangeClient::connect(self.url.clone()).await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn join_request(id: &Identity, run: &str, unix_millis: u64) -> JoinRequest {
+    let key = id.public_key();
+    JoinRequest {
+        version: Some(PROTOCOL_VERSION),
+        run_id: run.into(),
+        public_key: key.to_vec(),
+        capabilities: None,
+        unix_millis,
+        signature: id.sign(&identity::join_message(run, &key, unix_millis)),
+    }
+}
+
+async fn join(c: &mut ExchangeClient<Channel>, id: &Identity) -> JoinResponse {
+    c.join(join_request(id, RUN, now_ms()))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A valid update of the tiny model: random pseudo-gradients through the run's codec.
+fn update(run: &RunConfig, seed: u64, scale: f32) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let deltas: Vec<Vec<f32>> = run
+        .shapes
+        .iter()
+        .map(|s| {
+            (0..s.numel())
+                .map(|_| scale * rng.gen_range(-1.0f32..1.0))
+                .collect()
+        })
+        .collect();
+    let mut efs: Vec<ErrorFeedback> = deltas
+        .iter()
+        .map(|d| ErrorFeedback::zeros(d.len()))
+        .collect();
+    let slices: Vec<&[f32]> = deltas.iter().map(Vec::as_slice).collect();
+    encode(&compress_contribution(&mut efs, &slices, &run.shapes, &run.codec).unwrap()).unwrap()
+}
+
+fn header(id: &Identity, run: &RunConfig, round: u64, payload: &[u8]) -> UpdateHeader {
+    let sha = identity::sha256(payload).to_vec();
+    UpdateHeader {
+        version: Some(PROTOCOL_VERSION),
+        run_id: RUN.into(),
+        round,
+        peer_id: id.peer_id(),
+        codec: Some(run.wire_codec.clone()),
+        payload_bytes: payload.len() as u64,
+        signature: id.sign(&identity::update_message(
+            RUN,
+            round,
+            &id.peer_id(),
+            &run.wire_codec,
+            &sha,
+        )),
+        payload_sha256: sha,
+        inner_loss: 3.0,
+        tokens: 1024,
+    }
+}
+
+fn head(h: UpdateHeader) -> SubmitUpdateMessage {
+    SubmitUpdateMessage {
+        part: Some(submit_update_message::Part::Header(h)),
+    }
+}
+
+fn chunk(bytes: &[u8]) -> SubmitUpdateMessage {
+    SubmitUpdateMessage {
+        part: Some(submit_update_message::Part::PayloadChunk(bytes.to_vec())),
+    }
+}
+
+fn valid(h: UpdateHeader, payload: &[u8]) -> Vec<SubmitUpdateMessage> {
+    let mut m = vec![head(h)];
+    m.extend(payload.chunks(4096).map(chunk));
+    m
+}
+
+async fn submit(
+    c: &mut ExchangeClient<Channel>,
+    messages: Vec<SubmitUpdateMessage>,
+) -> SubmitUpdateResponse {
+    c.submit_update(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn next_event(s: &mut tonic::Streaming<RoundEvent>) -> round_event::Event {
+    tokio::time::timeout(Duration::from_secs(30), s.message())
+        .await
+        .expect("a round event within 30 s")
+        .unwrap()
+        .expect("the stream stays open")
+        .event
+        .unwrap()
+}
+
+async fn watch(c: &mut ExchangeClient<Channel>, from_round: u64) -> tonic::Streaming<RoundEvent> {
+    c.watch_rounds(WatchRoundsRequest {
+        version: Some(PROTOCOL_VERSION),
+        peer_id: String::new(),
+        from_round,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn fetch_aggregate(c: &mut ExchangeClient<Channel>, round: u64) -> Vec<u8> {
+    let mut s = c
+        .get_aggregate(GetAggregateRequest {
+            version: Some(PROTOCOL_VERSION),
+            round,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = s.message().await.unwrap() {
+        out.extend_from_slice(&chunk.data);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_runs_over_grpc_and_a_restart_continues_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path(), spec(2, 2)).await;
+    let run = coordinator.shared.run.clone();
+    let mut c = coordinator.client().await;
+    let (a, b) = (Identity::from_seed([1; 32]), Identity::from_seed([2; 32]));
+    let mut events = watch(&mut c, 0).await;
+    let joined = join(&mut c, &a).await;
+    assert_eq!(joined.peer_id, a.peer_id());
+    assert_eq!(joined.max_update_bytes, run.update_bytes);
+    join(&mut c, &b).await;
+    let round_event::Event::Opened(opened) = next_event(&mut events).await else {
+        panic!("round 0 opens once two peers joined");
+    };
+    assert_eq!(opened.round, 0);
+    let mut members = vec![a.peer_id(), b.peer_id()];
+    members.sort();
+    assert_eq!(opened.members, members);
+
+    let (pa, pb) = (update(&run, 1, 1e-3), update(&run, 2, 2e-3));
+    for (id, p) in [(&a, &pa), (&b, &pb)] {
+        let r = submit(&mut c, valid(header(id, &run, 0, p), p)).await;
+        assert!(r.accepted, "{r:?}");
+    }
+    let round_event::Event::Published(published) = next_event(&mut events).await else {
+        panic!("the complete round publishes");
+    };
+    assert_eq!(
+        (published.round, published.model_version),
+        (0, 1),
+        "{published:?}"
+    );
+    assert_eq!(published.peer_ids, members);
+    assert_eq!(published.tokens, 2048);
+
+    // The published aggregate is exactly the aggregate of the two accepted updates.
+    let blob = fetch_aggregate(&mut c, 0).await;
+    assert_eq!(identity::sha256(&blob).to_vec(), published.aggregate_sha256);
+    let got = decode_aggregate(&blob, &DecodeLimits::default()).unwrap();
+    let limits = run.decode_limits();
+    let contributions = [decode(&pa, &limits).unwrap(), decode(&pb, &limits).unwrap()];
+    let refs: Vec<_> = contributions.iter().collect();
+    let want = Aggregator::new(run.rule)
+        .aggregate_sparse(&refs, None)
+        .unwrap();
+    for (g, w) in got.tensors.iter().zip(&want.tensors) {
+        assert_eq!(g.to_dense(), w.to_dense());
+    }
+    let round_event::Event::Opened(next) = next_event(&mut events).await else {
+        panic!("round 1 opens after the publish");
+    };
+    assert_eq!((next.round, next.model_version), (1, 1));
+    let ra = submit(&mut c, valid(header(&a, &run, 1, &pa), &pa)).await;
+    assert!(ra.accepted);
+    drop(events);
+    coordinator.stop().await;
+
+    // A new coordinator on the same store continues: version 1, round 1 open with a's update
+    // already accepted, history replayed to watchers.
+    let coordinator = Coordinator::start(dir.path(), spec(2, 2)).await;
+    let mut c = coordinator.client().await;
+    let status = c
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (status.model_version, status.round, status.phase.as_str()),
+        (1, 1, "Running")
+    );
+    assert_eq!(status.history.len(), 1);
+    let mut events = watch(&mut c, 0).await;
+    assert!(
+        matches!(next_event(&mut events).await, round_event::Event::Published(p) if p.round == 0)
+    );
+    assert!(matches!(next_event(&mut events).await, round_event::Event::Opened(o) if o.round == 1));
+    let dup = submit(&mut c, valid(header(&a, &run, 1, &pa), &pa)).await;
+    assert_eq!(
+        dup.reject_reason, "duplicate",
+        "the accepted update survived the restart"
+    );
+    let rb = submit(&mut c, valid(header(&b, &run, 1, &pb), &pb)).await;
+    assert!(rb.accepted, "{rb:?}");
+    assert!(
+        matches!(next_event(&mut events).await, round_event::Event::Published(p) if p.round == 1 && p.model_version == 2)
+    );
+    coordinator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_streams_are_refused_with_a_reason_and_the_round_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path(), spec(2, 2)).await;
+    let run = coordinator.shared.run.clone();
+    let mut c = coordinator.client().await;
+    let (a, b) = (Identity::from_seed([3; 32]), Identity::from_seed([4; 32]));
+    let stranger = Identity::from_seed([5; 32]);
+    let mut events = watch(&mut c, 0).await;
+    join(&mut c, &a).await;
+    join(&mut c, &b).await;
+    assert!(matches!(
+        next_event(&mut events).await,
+        round_event::Event::Opened(_)
+    ));
+    let p = update(&run, 7, 1e-3);
+    let good = || header(&a, &run, 0, &p);
+
+    let mut cases: Vec<(&str, Vec<SubmitUpdateMessage>)> = vec![
+        ("header-first", vec![chunk(&p), head(good())]),
+        ("length-mismatch", vec![head(good())]),
+        (
+            "length-mismatch",
+            vec![head(good()), chunk(&p[..p.len() / 2])],
+        ),
+        ("length-mismatch", {
+            let mut m = valid(good(), &p);
+            m.push(chunk(&[0]));
+            m
+        }),
+        (
+            "header-first",
+            vec![head(good()), chunk(&p[..10]), head(good())],
+        ),
+        (
+            "chunk-too-large",
+            vec![head(good()), chunk(&vec![0; CHUNK_BYTES + 1])],
+        ),
+    ];
+    let mut oversized = good();
+    oversized.payload_bytes = u64::MAX;
+    cases.push(("wrong-size", vec![head(oversized)]));
+    let mut forged = good();
+    forged.signature = stranger.sign(b"something else");
+    cases.push(("bad-signature", valid(forged, &p)));
+    let mut other_run = good();
+    other_run.run_id = "another-run".into();
+    cases.push(("wrong-run", valid(other_run, &p)));
+    cases.push(("unknown-peer", valid(header(&stranger, &run, 0, &p), &p)));
+    let mut codec = good();
+    codec.codec.as_mut().unwrap().top_k = 32;
+    cases.push(("wrong-codec", valid(codec, &p)));
+    cases.push(("wrong-round", valid(header(&a, &run, 5, &p), &p)));
+    let mut flipped = p.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    cases.push(("hash-mismatch", valid(good(), &flipped)));
+    let garbage = vec![0xAB; p.len()];
+    cases.push((
+        "malformed-payload",
+        valid(header(&a, &run, 0, &garbage), &garbage),
+    ));
+    let zeros = update(&run, 8, 0.0);
+    cases.push((
+        "degenerate-update",
+        valid(header(&a, &run, 0, &zeros), &zeros),
+    ));
+    cases.push(("unsupported-version", {
+        let mut h = good();
+        h.version = Some(ProtocolVersion { major: 9, minor: 0 });
+        valid(h, &p)
+    }));
+
+    for (want, messages) in cases {
+        let r = submit(&mut c, messages).await;
+        assert!(!r.accepted, "{want}: accepted");
+        assert_eq!(r.reject_reason, want, "{r:?}");
+        assert!(!r.message.is_empty());
+    }
+    // Nothing of that disturbed the round: both good updates are accepted, the round
+    // publishes with exactly them, and a repeat is a duplicate.
+    assert!(submit(&mut c, valid(good(), &p)).await.accepted);
+    let dup = submit(&mut c, valid(good(), &p)).await;
+    assert_eq!(dup.reject_reason, "duplicate");
+    let pb = update(&run, 9, 1e-3);
+    assert!(
+        submit(&mut c, valid(header(&b, &run, 0, &pb), &pb))
+            .await
+            .accepted
+    );
+    let round_event::Event::Published(published) = next_event(&mut events).await else {
+        panic!("round 0 publishes");
+    };
+    assert_eq!(published.contributions, 2);
+    let status = c
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let peer_a = status
+        .peers
+        .iter()
+        .find(|x| x.peer_id == a.peer_id())
+        .unwrap();
+    assert_eq!(peer_a.accepted_updates, 1);
+    assert!(peer_a.rejected_updates >= 10, "{peer_a:?}");
+    coordinator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_need_a_fresh_signature_for_this_run_and_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path(), spec(1, 1)).await;
+    let mut c = coordinator.client().await;
+    let id = Identity::from_seed([6; 32]);
+    let code = |r: Result<tonic::Response<JoinResponse>, tonic::Status>| r.unwrap_err().code();
+
+    let mut forged = join_request(&id, RUN, now_ms());
+    forged.signature[0] ^= 1;
+    assert_eq!(code(c.join(forged).await), tonic::Code::Unauthenticated);
+    let stale = join_request(&id, RUN, now_ms() - 3_600_000);
+    assert_eq!(code(c.join(stale).await), tonic::Code::Unauthenticated);
+    let elsewhere = join_request(&id, "another-run", now_ms());
+    assert_eq!(code(c.join(elsewhere).await), tonic::Code::NotFound);
+    let mut short_key = join_request(&id, RUN, now_ms());
+    short_key.public_key.truncate(31);
+    assert_eq!(code(c.join(short_key).await), tonic::Code::InvalidArgument);
+
+    join(&mut c, &id).await;
+    join(&mut c, &id).await; // a retried join is fine
+    let other = Identity::from_seed([7; 32]);
+    assert_eq!(
+        code(c.join(join_request(&other, RUN, now_ms())).await),
+        tonic::Code::ResourceExhausted,
+        "capacity is maxPeers + reservePeers = 1"
+    );
+    coordinator.stop().await;
+}
+
+#[test]
+fn a_data_directory_belongs_to_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Shared::open(RunConfig::new(RUN, spec(1, 2)).unwrap(), dir.path()).unwrap());
+    let other = Shared::open(RunConfig::new("other", spec(1, 2)).unwrap(), dir.path());
+    let err = other.err().unwrap().to_string();
+    assert!(err.contains("holds run"), "{err}");
+    let changed = Shared::open(RunConfig::new(RUN, spec(1, 3)).unwrap(), dir.path());
+    let err = changed.err().unwrap().to_string();
+    assert!(err.contains("different spec"), "{err}");
+}
