@@ -24,7 +24,7 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 4)]
     pub peers: u32,
     /// Aggregates to publish before the run ends.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 60)]
     pub rounds: u64,
     /// Model preset (tiny, small, 1b, covenant-72b).
     #[arg(long, default_value = "tiny")]

@@ -70,7 +70,10 @@ impl DevnetReport {
         let mut logs: Vec<(String, Vec<LogLine>)> = Vec::new();
         for i in 0..peers {
             let name = format!("peer-{i}");
-            let lines = read_log(&out.join(&name).join("peer.jsonl")).unwrap_or_default();
+            let mut lines = read_log(&out.join(&name).join("peer.jsonl")).unwrap_or_default();
+            // A restarted peer replays versions it logged before: keep each version once.
+            let mut seen = std::collections::BTreeSet::new();
+            lines.retain(|l| seen.insert(l.version));
             logs.push((name, lines));
         }
         let per_peer: Vec<PeerSummary> = logs

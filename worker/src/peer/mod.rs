@@ -134,7 +134,10 @@ async fn sync_start(
 ) -> Result<PeerState> {
     match &joined.latest_checkpoint {
         Some(info) => {
-            let bytes = client.checkpoint(info).await?;
+            let bytes = client
+                .checkpoint(info)
+                .instrument(info_span!("sync", version = info.round))
+                .await?;
             let state = block_in_place(|| PeerState::from_checkpoint(spec, &bytes))?;
             info!(
                 version = state.version,
@@ -272,9 +275,13 @@ async fn apply(
     p: &AggregatePublished,
     me: &str,
 ) -> Result<()> {
-    let blob = client.aggregate(p.round, &p.aggregate_sha256).await?;
+    let span = info_span!("apply", round = p.round, version = p.model_version);
+    let blob = client
+        .aggregate(p.round, &p.aggregate_sha256)
+        .instrument(span.clone())
+        .await?;
     let included = p.peer_ids.iter().any(|x| x == me);
-    block_in_place(|| state.apply_aggregate(p.round, &blob, included))
+    span.in_scope(|| block_in_place(|| state.apply_aggregate(p.round, &blob, included)))
 }
 
 async fn train_and_submit(
@@ -287,7 +294,8 @@ async fn train_and_submit(
     wire_codec: &tributary_proto::v1alpha1::CodecParams,
 ) -> Result<Submitted> {
     let t0 = Instant::now();
-    let trained = block_in_place(|| state.train(o.round, slot))?;
+    let trained = info_span!("train", steps = state.spec.inner_steps())
+        .in_scope(|| block_in_place(|| state.train(o.round, slot)))?;
     let train_s = t0.elapsed().as_secs_f64();
     let bytes = trained.payload.len() as u64;
     let report = UpdateReport {
@@ -297,6 +305,7 @@ async fn train_and_submit(
     };
     let r = client
         .submit(id, &args.run_id, wire_codec, &report, trained.payload)
+        .instrument(info_span!("submit", bytes))
         .await?;
     if r.accepted {
         info!(loss = trained.mean_loss, bytes, train_s, "update accepted");
