@@ -53,7 +53,7 @@ impl Cli {
                 Ok(())
             }
             Command::Coordinator(args) => {
-                crate::telemetry::init();
+                tributary_telemetry::init_logging();
                 let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
                 runtime.block_on(crate::coordinator::serve::run(args))
             }

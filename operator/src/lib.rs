@@ -4,6 +4,5 @@
 pub mod cli;
 pub mod coordinator;
 mod error;
-pub mod telemetry;
 
 pub use error::{Error, Result};

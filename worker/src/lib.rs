@@ -9,5 +9,4 @@ pub mod model;
 pub mod peer;
 pub mod self_check;
 pub mod simulate;
-pub mod telemetry;
 pub mod train;

@@ -2,7 +2,7 @@ use clap::Parser;
 use tributary_worker::cli::Cli;
 
 fn main() -> std::process::ExitCode {
-    tributary_worker::telemetry::init_logging();
+    tributary_telemetry::init_logging();
     match Cli::parse().run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -390,14 +390,8 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<Self::GetAggregateStream>, Status> {
         let r = request.into_inner();
         check_version(r.version.as_ref())?;
-        let blob = self
-            .shared
-            .store
-            .aggregate(r.round)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no aggregate for round {}", r.round)))?;
-        self.shared.count_sent(blob.len());
-        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+        let blob = self.shared.store.aggregate(r.round);
+        self.send_blob(blob, || format!("no aggregate for round {}", r.round))
     }
 
     async fn list_checkpoints(
@@ -419,14 +413,8 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<Self::GetCheckpointStream>, Status> {
         let r = request.into_inner();
         check_version(r.version.as_ref())?;
-        let blob = self
-            .shared
-            .store
-            .checkpoint(r.round)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no checkpoint at version {}", r.round)))?;
-        self.shared.count_sent(blob.len());
-        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+        let blob = self.shared.store.checkpoint(r.round);
+        self.send_blob(blob, || format!("no checkpoint at version {}", r.round))
     }
 
     async fn put_checkpoint(
@@ -582,6 +570,19 @@ impl Exchange for ExchangeService {
 }
 
 impl ExchangeService {
+    /// A stored blob as a chunk stream, or NOT_FOUND.
+    fn send_blob(
+        &self,
+        blob: Result<Option<Vec<u8>>, super::store::StoreError>,
+        missing: impl FnOnce() -> String,
+    ) -> Result<Response<BlobStream>, Status> {
+        let blob = blob
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(missing()))?;
+        self.shared.count_sent(blob.len());
+        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+    }
+
     fn reject(&self, peer: &str, reason: &Reject) -> Response<SubmitUpdateResponse> {
         info!(%peer, reason = reason.label(), "update refused");
         // Only admitted peers are counted: strangers must not grow the table.

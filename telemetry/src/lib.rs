@@ -1,6 +1,7 @@
-//! Logging setup shared by the worker's subcommands.
+//! Logging and tracing for every Tributary binary: `tracing` spans and events to stderr,
+//! filtered by `RUST_LOG` (default `info`). OTLP export plugs in here.
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Installs the subscriber; a second call (tests) keeps the first.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
