@@ -96,6 +96,53 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// Reads `n` ≤ 64 bits at bit offset `pos` of `src` (LSB-first); bits past the end read as 0.
+#[inline]
+pub(crate) fn read_bits(src: &[u8], pos: u64, n: u32) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let byte = (pos / 8) as usize;
+    let shift = (pos % 8) as u32;
+    let mut v = match src.get(byte..byte + 8) {
+        Some(w) => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            u64::from_le_bytes(a) >> shift
+        }
+        None => {
+            let mut a = [0u8; 8];
+            let tail = src.get(byte..).unwrap_or(&[]);
+            a[..tail.len().min(8)].copy_from_slice(&tail[..tail.len().min(8)]);
+            u64::from_le_bytes(a) >> shift
+        }
+    };
+    if n + shift > 64 {
+        let next = src.get(byte + 8).copied().unwrap_or(0);
+        v |= u64::from(next) << (64 - shift);
+    }
+    if n < 64 { v & ((1u64 << n) - 1) } else { v }
+}
+
+/// ORs the low `n` ≤ 64 bits of `v` into `dst` at bit offset `pos` (LSB-first); bits past the
+/// end of `dst` are dropped.
+#[inline]
+pub(crate) fn or_bits(dst: &mut [u8], mut pos: u64, mut v: u64, mut n: u32) {
+    if n < 64 {
+        v &= (1u64 << n) - 1;
+    }
+    while n > 0 {
+        let shift = (pos % 8) as u32;
+        let take = (8 - shift).min(n);
+        if let Some(b) = dst.get_mut((pos / 8) as usize) {
+            *b |= ((v << shift) & 0xff) as u8;
+        }
+        v = v.checked_shr(take).unwrap_or(0);
+        pos += u64::from(take);
+        n -= take;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +165,29 @@ mod tests {
         r.finish_strict(|| Error::BadMagic).unwrap();
         let mut r = BitReader::new(&buf[..3]);
         assert!(r.read(25, || Error::BadMagic).is_err());
+    }
+
+    #[test]
+    fn positional_bits() {
+        let mut buf = vec![0u8; 256];
+        let items: Vec<(u64, u32)> = (0..40u64)
+            .map(|i| {
+                let n = (i * 13 % 64 + 1) as u32;
+                (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - n), n)
+            })
+            .collect();
+        let mut pos = 0;
+        for &(v, n) in &items {
+            or_bits(&mut buf, pos, v, n);
+            pos += u64::from(n);
+        }
+        let mut pos = 0;
+        for &(v, n) in &items {
+            if pos + u64::from(n) <= 2048 {
+                assert_eq!(read_bits(&buf, pos, n), v, "pos {pos} n {n}");
+            }
+            pos += u64::from(n);
+        }
+        assert_eq!(read_bits(&buf, 10_000, 64), 0);
     }
 }

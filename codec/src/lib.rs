@@ -3,9 +3,11 @@
 //! Per tensor: error feedback `e ← β·e + Δ`, exact top-k per chunk, 2/4/8-bit quantization
 //! (production or balanced mode), `e ← e − decoded`; a versioned byte format with
 //! Elias–Fano positions and a strict, allocation-bounded decoder; aggregation of many
-//! peers into dense buffers. The byte format is specified in docs/protocol.md.
+//! peers into dense buffers or into the sparse published aggregate, which has its own byte
+//! format. Both byte formats are specified in docs/protocol.md.
 
 mod aggregate;
+mod aggregate_wire;
 mod bits;
 mod error;
 mod error_feedback;
@@ -19,7 +21,11 @@ mod topk;
 mod wire;
 
 pub use aggregate::{
-    AggregationRule, Aggregator, ContributionStats, TensorStats, position_overlap, tensor_stats,
+    AggregateTensor, AggregationRule, Aggregator, ContributionStats, SparseAggregate, TensorStats,
+    position_overlap, tensor_stats,
+};
+pub use aggregate_wire::{
+    AGGREGATE_FORMAT_VERSION, AGGREGATE_MAGIC, decode_aggregate, encode_aggregate,
 };
 pub use error::{Error, Result};
 pub use error_feedback::{ErrorFeedback, compress, compress_contribution};

@@ -181,3 +181,72 @@ fn huge_claims_do_not_allocate() {
     assert_eq!(res.unwrap_err().label(), "truncated");
     assert!(peak < 4096, "peak {peak}");
 }
+
+fn aggregate_seeds() -> Vec<Vec<u8>> {
+    let mut out = vec![];
+    for (i, (side, k)) in [(8u16, 2u16), (4, 3), (8, 20)].into_iter().enumerate() {
+        let p = CodecParams {
+            chunk_side: side,
+            k_per_chunk: k,
+            ..CodecParams::default()
+        };
+        let shapes = [
+            shape(&[32, 32]),
+            shape(&[2, 3]),
+            shape(&[5]),
+            shape(&[3, 7, 2]),
+        ];
+        let cs: Vec<Contribution> = (0..3)
+            .map(|r| gaussian_contribution(&p, &shapes, 10 * i as u64 + r))
+            .collect();
+        let refs: Vec<&Contribution> = cs.iter().collect();
+        let a = Aggregator::default().aggregate_sparse(&refs, None).unwrap();
+        out.push(encode_aggregate(&a));
+    }
+    out
+}
+
+/// Mutated aggregates never panic, allocate at most 3× the input plus 256 bytes per tensor
+/// (each declared tensor costs ≥ 9 input bytes), and re-encode identically when accepted.
+#[test]
+fn fuzz_aggregate_decoder_bounded() {
+    let seeds = aggregate_seeds();
+    let mut rng = Rng(0xa66_2e6a_7e00_0001);
+    let limits = DecodeLimits::default();
+    let (mut ok, mut errs) = (0usize, std::collections::BTreeMap::<&str, usize>::new());
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while n < 100_000 && start.elapsed().as_secs_f64() < 2.0 {
+        n += 1;
+        let input = mutate(&mut rng, &seeds);
+        let (res, peak) = peak_of(|| decode_aggregate(&input, &limits));
+        let allowed = 3 * input.len() + 256 * (input.len() / 9) + 4096;
+        assert!(
+            peak <= allowed,
+            "peak {peak} > {allowed} for {} bytes",
+            input.len()
+        );
+        match res {
+            Ok(a) => {
+                ok += 1;
+                assert_eq!(encode_aggregate(&a), input);
+            }
+            Err(e) => *errs.entry(e.label()).or_default() += 1,
+        }
+    }
+    eprintln!("aggregate fuzz: {n} inputs, {ok} accepted, rejections {errs:?}");
+    assert!(n >= 10_000 && ok > 0 && errs.len() >= 6);
+}
+
+#[test]
+fn huge_aggregate_claims_do_not_allocate() {
+    let mut b = aggregate_seeds()[0].clone();
+    // First shape [32, 32] → [65536, 65536], its count → 2^32: far beyond the input.
+    b[17..21].copy_from_slice(&65536u32.to_le_bytes());
+    b[21..25].copy_from_slice(&65536u32.to_le_bytes());
+    let counts = 16 + 9 + 9 + 5 + 13;
+    b[counts..counts + 8].copy_from_slice(&(1u64 << 32).to_le_bytes());
+    let (res, peak) = peak_of(|| decode_aggregate(&b, &DecodeLimits::default()));
+    assert_eq!(res.unwrap_err().label(), "truncated");
+    assert!(peak < 4096, "peak {peak}");
+}

@@ -116,3 +116,85 @@ fn worked_example_values() {
     assert_eq!(dense[24], lut[1] + shift);
     assert!(matches!(c.tensors[1].payload(), Payload::Dense(v) if *v == values(3, 43)));
 }
+
+/// The aggregate of the worked example's peer (seed 42) and a second peer, MedianClipMean;
+/// `[4, 8]` takes Elias–Fano positions, `[2, 3]` a bitmap, `[3]` (dense) none.
+fn aggregate_case() -> (SparseAggregate, Vec<TensorShape>) {
+    let p = CodecParams {
+        chunk_side: 4,
+        k_per_chunk: 2,
+        ..CodecParams::default()
+    };
+    let shapes = vec![shape(&[4, 8]), shape(&[2, 3]), shape(&[3])];
+    let a = contribution(&p, &shapes, 42);
+    let b = gaussian_contribution(&p, &shapes, 7);
+    let agg = Aggregator::default()
+        .aggregate_sparse(&[&a, &b], None)
+        .unwrap();
+    (agg, shapes)
+}
+
+#[test]
+fn golden_aggregate() {
+    let (agg, shapes) = aggregate_case();
+    let bytes = encode_aggregate(&agg);
+    if std::env::var("TRIBUTARY_BLESS").is_ok() {
+        std::fs::write(path("aggregate_tiny"), to_hex(&bytes)).unwrap();
+    }
+    let golden = from_hex(&std::fs::read_to_string(path("aggregate_tiny")).unwrap());
+    assert_eq!(bytes, golden, "encoding differs from the golden aggregate");
+    let limits = DecodeLimits {
+        expected_shapes: Some(shapes),
+        ..DecodeLimits::default()
+    };
+    assert_eq!(decode_aggregate(&golden, &limits).unwrap(), agg);
+}
+
+/// The aggregate worked example of docs/protocol.md.
+#[test]
+fn aggregate_worked_example() {
+    let (agg, _) = aggregate_case();
+    let golden = from_hex(&std::fs::read_to_string(path("aggregate_tiny")).unwrap());
+    assert_eq!(golden.len(), 120);
+    let entries = |t: &AggregateTensor| {
+        let mut v = vec![];
+        t.for_each(|i, x| v.push((i, x)));
+        v
+    };
+    let t0 = entries(&agg.tensors[0]);
+    let pos: Vec<usize> = t0.iter().map(|e| e.0).collect();
+    assert_eq!(pos, vec![3, 4, 20, 21, 24, 26]);
+    // Peer 0 (norm 0.354) is clipped to the lower median, peer 1's norm (0.0185).
+    let (a, b) = (
+        contribution(
+            &CodecParams {
+                chunk_side: 4,
+                k_per_chunk: 2,
+                ..CodecParams::default()
+            },
+            &[shape(&[4, 8])],
+            42,
+        ),
+        gaussian_contribution(
+            &CodecParams {
+                chunk_side: 4,
+                k_per_chunk: 2,
+                ..CodecParams::default()
+            },
+            &[shape(&[4, 8])],
+            7,
+        ),
+    );
+    let (na, nb) = (
+        tensor_stats(&a.tensors[0]).norm,
+        tensor_stats(&b.tensors[0]).norm,
+    );
+    let c = (nb / na) as f32;
+    let (da, db) = (a.tensors[0].to_dense(), b.tensors[0].to_dense());
+    assert_eq!(t0[0].1, c * 0.25);
+    assert_eq!(t0[1].1, (c * da[4] + db[4]) / 2.0);
+    assert_eq!(t0[3].1, db[21]);
+    let pos1: Vec<usize> = entries(&agg.tensors[1]).iter().map(|e| e.0).collect();
+    assert_eq!(pos1, vec![0, 2, 3, 4]);
+    assert_eq!(agg.tensors[2].len(), 3);
+}

@@ -1,6 +1,6 @@
 //! Contribution → bytes.
 
-use super::header::section_sizes;
+use super::header::{section_sizes, write_shapes};
 use super::{FORMAT_VERSION, MAGIC};
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
@@ -34,12 +34,7 @@ pub fn encode(c: &Contribution) -> Result<Vec<u8>> {
     out.extend_from_slice(&[p.bits, p.mode_byte(), p.one_d_byte(), 0]);
     out.extend_from_slice(&p.beta.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
-    for t in &c.tensors {
-        out.push(t.shape.dims().len() as u8);
-        for d in t.shape.dims() {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-    }
+    write_shapes(&mut out, c.tensors.iter().map(|t| &t.shape));
     for t in &c.tensors {
         match &t.payload {
             Payload::Dense(v) => v

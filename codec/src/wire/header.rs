@@ -43,7 +43,7 @@ pub struct HeaderInfo {
 }
 
 /// Bounds-checked little-endian reader.
-pub(super) struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     pub bytes: &'a [u8],
     pub pos: usize,
 }
@@ -73,7 +73,7 @@ impl<'a> Cursor<'a> {
     pub fn f32(&mut self) -> Result<f32> {
         Ok(f32::from_le_bytes(self.array()?))
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
@@ -161,54 +161,11 @@ pub fn inspect(bytes: &[u8], limits: &DecodeLimits) -> Result<HeaderInfo> {
         });
     }
     debug_assert_eq!(c.pos, FIXED_HEADER_LEN);
-    // Each shape takes at least one byte: the shape list is bounded by the input length.
-    let remaining = (bytes.len() - c.pos) as u64;
-    if count > remaining {
-        return Err(Error::Truncated {
-            needed: c.pos as u64 + count,
-            available: bytes.len() as u64,
-        });
-    }
-    let mut shapes = Vec::with_capacity(count as usize);
-    let mut total = 0u64;
+    let shapes = read_shapes(&mut c, count, limits)?;
     let too_large = |declared| Error::TooLarge {
         declared,
         max: limits.max_total_elements,
     };
-    for index in 0..count as usize {
-        let ndim = usize::from(c.u8()?);
-        if ndim > MAX_NDIM {
-            return Err(Error::InvalidShape("more than 8 dimensions"));
-        }
-        let mut dims = Vec::with_capacity(ndim);
-        let mut numel = 1u64;
-        for _ in 0..ndim {
-            let d = c.u32()?;
-            if d == 0 {
-                return Err(Error::InvalidShape("zero dimension"));
-            }
-            numel = numel.saturating_mul(u64::from(d));
-            dims.push(d);
-        }
-        total = total.saturating_add(numel);
-        if total > limits.max_total_elements {
-            return Err(too_large(total));
-        }
-        let shape = TensorShape::from_u32(dims);
-        if let Some(exp) = &limits.expected_shapes
-            && exp.get(index) != Some(&shape)
-        {
-            return Err(Error::UnexpectedShape { index });
-        }
-        shapes.push(shape);
-    }
-    if let Some(exp) = &limits.expected_shapes
-        && exp.len() != shapes.len()
-    {
-        return Err(Error::UnexpectedShape {
-            index: shapes.len().min(exp.len()),
-        });
-    }
     let header_len = c.pos as u64;
     let mut encoded_len = header_len;
     let mut allocation_bound =
@@ -230,4 +187,75 @@ pub fn inspect(bytes: &[u8], limits: &DecodeLimits) -> Result<HeaderInfo> {
         encoded_len,
         allocation_bound,
     })
+}
+
+/// Reads `count` shapes (`ndim` u8, then `ndim` u32 dims ≥ 1), checking them against `limits`
+/// (total elements, expected shapes) as they come; shared by the contribution and aggregate
+/// headers.
+pub(crate) fn read_shapes(
+    c: &mut Cursor<'_>,
+    count: u64,
+    limits: &DecodeLimits,
+) -> Result<Vec<TensorShape>> {
+    // Each shape takes at least one byte: the shape list is bounded by the input length.
+    let remaining = (c.bytes.len() - c.pos.min(c.bytes.len())) as u64;
+    if count > remaining {
+        return Err(Error::Truncated {
+            needed: c.pos as u64 + count,
+            available: c.bytes.len() as u64,
+        });
+    }
+    let mut shapes = Vec::with_capacity(count as usize);
+    let mut total = 0u64;
+    for index in 0..count as usize {
+        let ndim = usize::from(c.u8()?);
+        if ndim > MAX_NDIM {
+            return Err(Error::InvalidShape("more than 8 dimensions"));
+        }
+        let mut dims = Vec::with_capacity(ndim);
+        let mut numel = 1u64;
+        for _ in 0..ndim {
+            let d = c.u32()?;
+            if d == 0 {
+                return Err(Error::InvalidShape("zero dimension"));
+            }
+            numel = numel.saturating_mul(u64::from(d));
+            dims.push(d);
+        }
+        total = total.saturating_add(numel);
+        if total > limits.max_total_elements {
+            return Err(Error::TooLarge {
+                declared: total,
+                max: limits.max_total_elements,
+            });
+        }
+        let shape = TensorShape::from_u32(dims);
+        if let Some(exp) = &limits.expected_shapes
+            && exp.get(index) != Some(&shape)
+        {
+            return Err(Error::UnexpectedShape { index });
+        }
+        shapes.push(shape);
+    }
+    if let Some(exp) = &limits.expected_shapes
+        && exp.len() != shapes.len()
+    {
+        return Err(Error::UnexpectedShape {
+            index: shapes.len().min(exp.len()),
+        });
+    }
+    Ok(shapes)
+}
+
+/// Appends shapes as [`read_shapes`] reads them.
+pub(crate) fn write_shapes<'a>(
+    out: &mut Vec<u8>,
+    shapes: impl IntoIterator<Item = &'a TensorShape>,
+) {
+    for s in shapes {
+        out.push(s.dims().len() as u8);
+        for d in s.dims() {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+    }
 }

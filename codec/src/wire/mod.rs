@@ -7,6 +7,7 @@ mod production;
 
 pub use decode::decode;
 pub use encode::encode;
+pub(crate) use header::{Cursor, read_shapes, write_shapes};
 pub use header::{DecodeLimits, HeaderInfo, inspect};
 pub use production::production_wire_bytes;
 

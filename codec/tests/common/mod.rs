@@ -33,12 +33,30 @@ pub fn shape(dims: &[usize]) -> TensorShape {
     TensorShape::new(dims).unwrap()
 }
 
-/// Compresses `deltas` from zero error feedback into one contribution.
+/// Compresses `values(..)` from zero error feedback into one contribution.
 pub fn contribution(params: &CodecParams, shapes: &[TensorShape], seed: u64) -> Contribution {
+    contribution_of(params, shapes, seed, values)
+}
+
+/// Like [`contribution`] from `gaussian(..)`: no ties, so peers select different positions.
+pub fn gaussian_contribution(
+    params: &CodecParams,
+    shapes: &[TensorShape],
+    seed: u64,
+) -> Contribution {
+    contribution_of(params, shapes, seed, gaussian)
+}
+
+fn contribution_of(
+    params: &CodecParams,
+    shapes: &[TensorShape],
+    seed: u64,
+    make: fn(usize, u64) -> Vec<f32>,
+) -> Contribution {
     let deltas: Vec<Vec<f32>> = shapes
         .iter()
         .enumerate()
-        .map(|(i, s)| values(s.numel() as usize, seed + i as u64))
+        .map(|(i, s)| make(s.numel() as usize, seed + i as u64))
         .collect();
     let refs: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
     let mut efs: Vec<ErrorFeedback> = shapes

@@ -1,5 +1,10 @@
 //! Aggregation of many peers' contributions into dense buffers, and per-contribution statistics.
 
+mod sparse;
+
+pub use sparse::{AggregateTensor, SparseAggregate};
+pub(crate) use sparse::{Carried, Segment};
+
 use crate::error::{Error, Result};
 use crate::tensor::{CompressedTensor, Contribution, Payload};
 use rayon::prelude::*;
@@ -33,35 +38,7 @@ impl Aggregator {
         contributions: &[&Contribution],
         weights: Option<&[f32]>,
     ) -> Result<Vec<Vec<f32>>> {
-        let first = contributions.first().ok_or(Error::NoContributions)?;
-        for (index, c) in contributions.iter().enumerate() {
-            let same_shapes = c.tensors.len() == first.tensors.len()
-                && c.tensors
-                    .iter()
-                    .zip(&first.tensors)
-                    .all(|(a, b)| a.shape == b.shape);
-            if c.params != first.params || !same_shapes {
-                return Err(Error::IncompatibleContribution { index });
-            }
-        }
-        let w: Vec<f32> = match weights {
-            Some(w) if w.len() != contributions.len() => {
-                return Err(Error::InvalidWeight {
-                    index: w.len().min(contributions.len()),
-                });
-            }
-            Some(w) => w.to_vec(),
-            None => vec![1.0; contributions.len()],
-        };
-        if let Some(index) = w.iter().position(|x| !x.is_finite() || *x < 0.0) {
-            return Err(Error::InvalidWeight { index });
-        }
-        let active: Vec<(&Contribution, f32)> = contributions
-            .iter()
-            .zip(&w)
-            .filter(|(_, w)| **w > 0.0)
-            .map(|(c, w)| (*c, *w))
-            .collect();
+        let (first, active) = active_peers(contributions, weights)?;
         Ok((0..first.tensors.len())
             .into_par_iter()
             .map(|t| {
@@ -74,7 +51,7 @@ impl Aggregator {
             .collect())
     }
 
-    fn tensor(&self, peers: &[(&CompressedTensor, f32)], numel: usize) -> Vec<f32> {
+    pub(crate) fn tensor(&self, peers: &[(&CompressedTensor, f32)], numel: usize) -> Vec<f32> {
         let mut out = vec![0f32; numel];
         match self.rule {
             AggregationRule::Mean => {
@@ -110,6 +87,44 @@ impl Aggregator {
         }
         out
     }
+}
+
+/// Checks that the contributions agree (params, shapes) and the weights are valid; returns the
+/// first contribution and the peers of weight > 0 with their weights, in input order.
+fn active_peers<'c>(
+    contributions: &[&'c Contribution],
+    weights: Option<&[f32]>,
+) -> Result<(&'c Contribution, Vec<(&'c Contribution, f32)>)> {
+    let first = *contributions.first().ok_or(Error::NoContributions)?;
+    for (index, c) in contributions.iter().enumerate() {
+        let same_shapes = c.tensors.len() == first.tensors.len()
+            && c.tensors
+                .iter()
+                .zip(&first.tensors)
+                .all(|(a, b)| a.shape == b.shape);
+        if c.params != first.params || !same_shapes {
+            return Err(Error::IncompatibleContribution { index });
+        }
+    }
+    let w: Vec<f32> = match weights {
+        Some(w) if w.len() != contributions.len() => {
+            return Err(Error::InvalidWeight {
+                index: w.len().min(contributions.len()),
+            });
+        }
+        Some(w) => w.to_vec(),
+        None => vec![1.0; contributions.len()],
+    };
+    if let Some(index) = w.iter().position(|x| !x.is_finite() || *x < 0.0) {
+        return Err(Error::InvalidWeight { index });
+    }
+    let active = contributions
+        .iter()
+        .zip(&w)
+        .filter(|(_, w)| **w > 0.0)
+        .map(|(c, w)| (*c, *w))
+        .collect();
+    Ok((first, active))
 }
 
 #[inline]
