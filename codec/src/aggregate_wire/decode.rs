@@ -2,7 +2,7 @@
 
 use super::positions::{PositionCode, decode_positions};
 use super::{AGGREGATE_FORMAT_VERSION, AGGREGATE_MAGIC, FIXED_HEADER_LEN, section_len};
-use crate::aggregate::{AggregateTensor, Carried, Segment, SparseAggregate};
+use crate::aggregate::{AggregateSegment, AggregateTensor, Carried, SparseAggregate};
 use crate::error::{Error, Result};
 use crate::shape::TensorShape;
 use crate::wire::{Cursor, DecodeLimits, read_shapes};
@@ -119,8 +119,10 @@ fn section(tensor: usize, shape: TensorShape, m: u64, bytes: &[u8]) -> Result<Ag
     }
     Ok(AggregateTensor {
         shape,
-        segments: vec![Segment {
+        segments: vec![AggregateSegment {
+            tensor,
             start: 0,
+            end: n,
             carried,
             values,
         }],
