@@ -98,7 +98,8 @@ impl EliasFano {
     }
 
     /// Reads block `chunk` of a stream of concatenated blocks (random access), into `out`
-    /// (len k), with the same checks as [`EliasFano::decode`].
+    /// (len k), with the same checks and errors as [`EliasFano::decode`].
+    #[inline]
     pub fn decode_block(
         &self,
         src: &[u8],
@@ -113,6 +114,61 @@ impl EliasFano {
                 available: src.len() as u64,
             });
         }
+        let l = self.low_bits;
+        let high0 = bit0 + self.k as u64 * u64::from(l);
+        if l > 0 {
+            // Several low parts per 56-bit read.
+            let mask = (1u64 << l) - 1;
+            let mut at = bit0;
+            for group in out.chunks_mut((56 / l) as usize) {
+                let mut w = read_bits(src, at, group.len() as u32 * l);
+                for o in group.iter_mut() {
+                    *o = (w & mask) as u16;
+                    w >>= l;
+                }
+                at += group.len() as u64 * u64::from(l);
+            }
+        } else {
+            out.fill(0);
+        }
+        // Fast pass, checks folded into one flag; on failure the checked pass names the error.
+        let total = self.high_bits();
+        let (mut base, mut count, mut prev, mut bad) = (0u64, 0usize, -1i64, false);
+        while base < total {
+            let take = (total - base).min(56) as u32;
+            let mut word = read_bits(src, high0 + base, take);
+            while word != 0 {
+                let bit = base + u64::from(word.trailing_zeros());
+                word &= word - 1;
+                match out.get_mut(count) {
+                    Some(slot) => {
+                        let p = ((bit - count as u64) << l) | u64::from(*slot);
+                        bad |= p as i64 <= prev;
+                        prev = p as i64;
+                        *slot = p as u16;
+                    }
+                    None => bad = true,
+                }
+                count += 1;
+            }
+            base += u64::from(take);
+        }
+        if bad || count != self.k || prev >= self.n as i64 {
+            return self.decode_block_checked(src, chunk, out, tensor);
+        }
+        Ok(())
+    }
+
+    /// [`EliasFano::decode_block`] checking each position as it comes, for the exact error.
+    #[cold]
+    fn decode_block_checked(
+        &self,
+        src: &[u8],
+        chunk: usize,
+        out: &mut [u16],
+        tensor: usize,
+    ) -> Result<()> {
+        let bit0 = chunk as u64 * self.block_bits();
         let l = self.low_bits;
         let mut at = bit0;
         for o in out.iter_mut() {

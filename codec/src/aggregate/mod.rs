@@ -1,5 +1,6 @@
 //! Aggregation of many peers' contributions into dense buffers, and per-contribution statistics.
 
+mod kernel;
 mod plan;
 mod range;
 mod scales;

@@ -1,47 +1,20 @@
-//! Aggregation of one range of one tensor, band by band: every peer's chunk is added into
-//! band-sized accumulators (cache-resident), then the band is written out. Each element's sum
-//! is taken over the peers in order, as [`Aggregator::aggregate`] does, so the results are its
-//! bits whatever the ranges and the threads.
+//! Aggregation of one range of one tensor, unit by unit (a band of chunks): the kernel adds
+//! every peer into the unit's accumulators, then a sink writes the unit out — as a sparse
+//! segment or into a dense slice.
 
+use super::kernel::{Scratch, accumulate};
 use super::plan::{AggregateRange, check_range, unit_len};
 use super::scales::PeerScales;
 use super::sparse::AggregateSegment;
-use super::view::{ChunkScratch, ContributionView, TensorData, TensorView};
+use super::view::{ContributionView, TensorData, TensorView};
 use super::{AggregationRule, Aggregator, Carried, finite_or_zero};
 use crate::error::{Error, Result};
-use crate::quant::Quant;
-use crate::shape::Chunking;
 
-/// Buffers reused across the bands and ranges one thread aggregates.
-#[derive(Debug)]
-pub(crate) struct Scratch {
-    sum: Vec<f32>,
-    wsum: Vec<f32>,
-    chunk: ChunkScratch,
-    /// Band offset of each chunk-local position, relative to the chunk's first column.
-    offsets: Box<[u32; 1 << 16]>,
-    offsets_for: Option<Chunking>,
-    /// Per aggregated peer: its factor times the dequantized value of each code.
-    tables: Vec<[f32; 256]>,
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Self {
-            sum: Vec::new(),
-            wsum: Vec::new(),
-            chunk: ChunkScratch::default(),
-            offsets: Box::new([0; 1 << 16]),
-            offsets_for: None,
-            tables: Vec::new(),
-        }
-    }
-}
-
-/// Where a finished unit goes.
+/// Where a finished unit goes. It reads the unit's accumulators and resets them to zero (so
+/// they stay zeroed between units without a separate pass).
 trait Sink {
-    /// `carried(i)` and `value(i)` for the unit's elements, `first` its offset in the range.
-    fn unit(&mut self, first: usize, sum: &[f32], wsum: &[f32], fin: &dyn Fn(f32, f32) -> f32);
+    /// `first`: the unit's offset in the range; `fin(sum, wsum)`: a carried element's value.
+    fn unit(&mut self, first: usize, acc: &mut [[f32; 2]], fin: impl Fn(f32, f32) -> f32);
 }
 
 struct SparseSink<'a> {
@@ -50,26 +23,50 @@ struct SparseSink<'a> {
 }
 
 impl Sink for SparseSink<'_> {
-    fn unit(&mut self, first: usize, sum: &[f32], wsum: &[f32], fin: &dyn Fn(f32, f32) -> f32) {
-        for (i, (&s, &w)) in sum.iter().zip(wsum).enumerate() {
-            if w > 0.0 {
-                let j = first + i;
-                if let Some(b) = self.bits.get_mut(j / 64) {
-                    *b |= 1 << (j % 64);
-                }
-                self.values.push(fin(s, w));
+    #[inline]
+    fn unit(&mut self, first: usize, acc: &mut [[f32; 2]], fin: impl Fn(f32, f32) -> f32) {
+        for (b, block) in acc.chunks_mut(64).enumerate() {
+            // The carried elements as a mask first: no branch per element.
+            let mut mask = 0u64;
+            for (j, a) in block.iter().enumerate() {
+                mask |= u64::from(a[1] > 0.0) << j;
             }
+            set_bits(self.bits, (first + b * 64) as u64, mask);
+            let mut m = mask;
+            while m != 0 {
+                let j = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if let Some(a) = block.get(j) {
+                    self.values.push(fin(a[0], a[1]));
+                }
+            }
+            block.fill([0.0; 2]);
         }
+    }
+}
+
+/// ORs the 64 bits of `mask` into `bits` from bit `at`.
+#[inline]
+fn set_bits(bits: &mut [u64], at: u64, mask: u64) {
+    let (word, shift) = ((at / 64) as usize, (at % 64) as u32);
+    if let Some(w) = bits.get_mut(word) {
+        *w |= mask << shift;
+    }
+    if shift > 0
+        && let Some(w) = bits.get_mut(word + 1)
+    {
+        *w |= mask >> (64 - shift);
     }
 }
 
 struct DenseSink<'a>(&'a mut [f32]);
 
 impl Sink for DenseSink<'_> {
-    fn unit(&mut self, first: usize, sum: &[f32], wsum: &[f32], fin: &dyn Fn(f32, f32) -> f32) {
+    fn unit(&mut self, first: usize, acc: &mut [[f32; 2]], fin: impl Fn(f32, f32) -> f32) {
         let out = self.0.get_mut(first..).unwrap_or_default();
-        for (o, (&s, &w)) in out.iter_mut().zip(sum.iter().zip(wsum)) {
-            *o = if w > 0.0 { fin(s, w) } else { 0.0 };
+        for (o, a) in out.iter_mut().zip(acc.iter_mut()) {
+            *o = if a[1] > 0.0 { fin(a[0], a[1]) } else { 0.0 };
+            *a = [0.0; 2];
         }
     }
 }
@@ -127,6 +124,9 @@ impl Aggregator {
         let mut bits = vec![0u64; len.div_ceil(64) as usize];
         let mut values = std::mem::take(&mut out.values);
         values.clear();
+        // At most every element, or every kept value of every peer: no regrowth while
+        // pushing; the slack is given back below.
+        values.reserve_exact(carried_bound(peers, scales, range).min(len) as usize);
         let mut sink = SparseSink {
             bits: &mut bits,
             values: &mut values,
@@ -151,7 +151,7 @@ impl Aggregator {
         peers: &[ContributionView<'_>],
         scales: &PeerScales,
         range: &AggregateRange,
-        sink: &mut dyn Sink,
+        sink: &mut impl Sink,
         scratch: &mut Scratch,
     ) -> Result<()> {
         if scales.rule != self.rule || scales.peers != peers.len() {
@@ -184,103 +184,54 @@ impl Aggregator {
             })
             .collect();
         let total = scales.total;
-        let fin: &dyn Fn(f32, f32) -> f32 = match self.rule {
-            AggregationRule::Mean => &move |s, _| finite_or_zero(s / total),
-            AggregationRule::MedianClipMean => &|s, w| finite_or_zero(s / w),
-        };
         let mut start = range.elements.start;
         while start < range.elements.end {
             let end = (start + unit).min(range.elements.end);
-            let n = (end - start) as usize;
-            scratch.sum.clear();
-            scratch.sum.resize(n, 0.0);
-            scratch.wsum.clear();
-            scratch.wsum.resize(n, 0.0);
-            accumulate(&views, &factors, &scales.weights, t, start, unit, scratch)?;
             let first = (start - range.elements.start) as usize;
-            sink.unit(first, &scratch.sum, &scratch.wsum, fin);
+            let acc = match accumulate(
+                &views,
+                &factors,
+                &scales.weights,
+                t,
+                start..end,
+                unit,
+                scratch,
+            ) {
+                Ok(acc) => acc,
+                Err(e) => {
+                    scratch.reset();
+                    return Err(e);
+                }
+            };
+            match self.rule {
+                AggregationRule::Mean => sink.unit(first, acc, |s, _| finite_or_zero(s / total)),
+                AggregationRule::MedianClipMean => {
+                    sink.unit(first, acc, |s, w| finite_or_zero(s / w))
+                }
+            }
             start = end;
         }
         Ok(())
     }
 }
 
-/// Adds every aggregated peer's values in the unit starting at element `start` into
-/// `scratch.sum` (factor · value) and `scratch.wsum` (weight), peer by peer.
-fn accumulate(
-    views: &[&TensorView<'_>],
-    factors: &[f32],
-    weights: &[f32],
-    tensor: usize,
-    start: u64,
-    unit: u64,
-    scratch: &mut Scratch,
-) -> Result<()> {
-    let Scratch {
-        sum,
-        wsum,
-        chunk,
-        offsets,
-        offsets_for,
-        tables,
-    } = scratch;
-    let n = sum.len();
-    for ((view, &f), &w) in views.iter().zip(factors).zip(weights) {
-        if let TensorData::Dense(v) = &view.data {
-            let mut i = 0;
-            v.for_each_in(start as usize..start as usize + n, |x| {
-                if let (Some(s), Some(ws)) = (sum.get_mut(i), wsum.get_mut(i)) {
-                    *s += f * x;
-                    *ws += w;
-                }
-                i += 1;
-            });
+/// An upper bound on the elements of `range` any aggregated peer carries.
+fn carried_bound(
+    peers: &[ContributionView<'_>],
+    scales: &PeerScales,
+    range: &AggregateRange,
+) -> u64 {
+    let len = range.elements.end.saturating_sub(range.elements.start);
+    let per_peer = match peers
+        .first()
+        .and_then(|c| c.tensors.get(range.tensor))
+        .map(|t| &t.data)
+    {
+        Some(TensorData::Sparse(s)) => {
+            let ch = &s.chunking;
+            len / (ch.chunk_len() as u64).max(1) * ch.k as u64 + ch.k as u64
         }
-    }
-    let Some(TensorData::Sparse(first)) = views.first().map(|v| &v.data) else {
-        return Ok(());
+        _ => len,
     };
-    let ch = first.chunking;
-    if *offsets_for != Some(ch) {
-        for (p, o) in offsets.iter_mut().enumerate().take(ch.chunk_len()) {
-            *o = ((p / ch.cw) * ch.cols + p % ch.cw) as u32;
-        }
-        *offsets_for = Some(ch);
-    }
-    let levels = 1usize << first.bits;
-    let band = (start / unit) as usize;
-    let cpr = ch.chunks_per_row();
-    // Production values depend on the code only: one table per peer for the whole unit.
-    let per_chunk = matches!(first.quant.as_ref(), Quant::Balanced { .. });
-    tables.resize(views.len(), [0.0; 256]);
-    for bj in 0..cpr {
-        let c = band * cpr + bj;
-        let base = bj * ch.cw;
-        let sum_c = sum.get_mut(base..).unwrap_or_default();
-        let wsum_c = wsum.get_mut(base..).unwrap_or_default();
-        for (((view, &f), &w), table) in views
-            .iter()
-            .zip(factors)
-            .zip(weights)
-            .zip(tables.iter_mut())
-        {
-            let TensorData::Sparse(sv) = &view.data else {
-                return Err(Error::IncompatibleContribution { index: 0 });
-            };
-            if bj == 0 || per_chunk {
-                for (q, x) in table.iter_mut().enumerate().take(levels) {
-                    *x = f * sv.quant.value(c, q as u8, sv.bits);
-                }
-            }
-            let (ps, qs) = sv.chunk(c, chunk, tensor)?;
-            for (&p, &q) in ps.iter().zip(qs) {
-                let o = offsets[usize::from(p)] as usize;
-                if let (Some(s), Some(ws)) = (sum_c.get_mut(o), wsum_c.get_mut(o)) {
-                    *s += table[usize::from(q)];
-                    *ws += w;
-                }
-            }
-        }
-    }
-    Ok(())
+    per_peer.saturating_mul(scales.active.len() as u64)
 }

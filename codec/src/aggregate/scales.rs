@@ -4,6 +4,7 @@
 use super::view::{ContributionView, TensorData, TensorView};
 use super::{AggregationRule, Aggregator, checked_weights, clip_factor, lower_median};
 use crate::error::{Error, Result};
+use crate::quant::Quant;
 use rayon::prelude::*;
 
 /// Per aggregated peer (weight > 0) and tensor: `weight · clip` (MedianClipMean) or `weight`
@@ -109,10 +110,23 @@ fn norm(t: &TensorView<'_>) -> f64 {
         TensorData::Dense(v) => v.for_each_in(0..v.len(), |x| {
             ss += f64::from(x) * f64::from(x);
         }),
-        TensorData::Sparse(s) => s.for_each_code(|c, q| {
-            let x = s.quant.value(c, q, s.bits);
-            ss += f64::from(x) * f64::from(x);
-        }),
+        TensorData::Sparse(s) => {
+            // The squares per code, per chunk (Balanced) or once (Production).
+            let levels = 1usize << s.bits;
+            let per_chunk = matches!(s.quant.as_ref(), Quant::Balanced { .. });
+            let mut sq = [0f64; 256];
+            s.for_each_chunk_codes(|c, codes| {
+                if c == 0 || per_chunk {
+                    for (q, x) in sq.iter_mut().enumerate().take(levels) {
+                        let v = f64::from(s.quant.value(c, q as u8, s.bits));
+                        *x = v * v;
+                    }
+                }
+                for &q in codes {
+                    ss += sq[usize::from(q)];
+                }
+            });
+        }
     }
     ss.sqrt()
 }

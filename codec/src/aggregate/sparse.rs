@@ -2,13 +2,18 @@
 //! the aggregated value there (everything else is zero).
 
 use super::Aggregator;
+use super::kernel::Scratch;
 use super::plan::AggregationPlan;
-use super::range::Scratch;
 use super::view::ContributionView;
 use crate::error::{Error, Result};
 use crate::shape::TensorShape;
 use crate::tensor::Contribution;
 use rayon::prelude::*;
+
+thread_local! {
+    /// One set of accumulators per thread, kept across ranges and rounds (a megabyte or two).
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
 
 /// The aggregate of one round: per tensor, the positions any accepted peer carried (sorted,
 /// global indices) and the aggregated f32 value there.
@@ -246,9 +251,13 @@ impl Aggregator {
         let segments = plan
             .ranges()
             .par_iter()
-            .map_init(Scratch::default, |scratch, r| {
+            .map(|r| {
                 let mut seg = AggregateSegment::default();
-                self.range_into(peers, &scales, r, &mut seg, scratch)?;
+                SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut scratch) => self.range_into(peers, &scales, r, &mut seg, &mut scratch),
+                    // Only if a caller nests aggregations on one thread.
+                    Err(_) => self.range_into(peers, &scales, r, &mut seg, &mut Scratch::default()),
+                })?;
                 Ok(seg)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -213,49 +213,47 @@ impl SparseView<'_> {
                 let ef = EliasFano::new(self.chunking.chunk_len(), k);
                 scratch.positions.resize(k, 0);
                 ef.decode_block(positions, c, &mut scratch.positions, tensor)?;
-                scratch.codes.clear();
-                let bits = u32::from(self.bits);
-                let per_read = (56 / bits) as usize;
-                let mut at = (c * k) as u64 * u64::from(bits);
-                let mask = (1u64 << bits) - 1;
-                while scratch.codes.len() < k {
-                    let n = per_read.min(k - scratch.codes.len());
-                    let mut w = read_bits(codes, at, n as u32 * bits);
-                    for _ in 0..n {
-                        scratch.codes.push((w & mask) as u8);
-                        w >>= bits;
-                    }
-                    at += n as u64 * u64::from(bits);
-                }
+                scratch.codes.resize(k, 0);
+                unpack_codes(codes, c, self.bits, &mut scratch.codes);
                 Ok((&scratch.positions, &scratch.codes))
             }
         }
     }
 
-    /// Calls `f(chunk, code)` for every kept value, in wire order (positions not needed).
+    /// Calls `f(chunk, codes)` for every chunk, in wire order (positions not needed).
     #[inline]
-    pub fn for_each_code(&self, mut f: impl FnMut(usize, u8)) {
-        let k = self.chunking.k.max(1);
+    pub fn for_each_chunk_codes(&self, mut f: impl FnMut(usize, &[u8])) {
+        let k = self.chunking.k;
         match self.source {
             SparseSource::Decoded { codes, .. } => {
-                for (c, cs) in codes.chunks(k).enumerate() {
-                    cs.iter().for_each(|&q| f(c, q));
+                for (c, cs) in codes.chunks(k.max(1)).enumerate() {
+                    f(c, cs);
                 }
             }
             SparseSource::Encoded { codes, .. } => {
-                let bits = usize::from(self.bits);
-                let per_byte = 8 / bits;
-                let mask = ((1u16 << bits) - 1) as u8;
-                let kept = self.chunking.kept();
-                for (i, &b) in codes.iter().enumerate() {
-                    for j in 0..per_byte {
-                        let idx = i * per_byte + j;
-                        if idx < kept {
-                            f(idx / k, (b >> (j * bits)) & mask);
-                        }
-                    }
+                let mut buf = vec![0u8; k];
+                for c in 0..self.chunking.nchunks {
+                    unpack_codes(codes, c, self.bits, &mut buf);
+                    f(c, &buf);
                 }
             }
         }
+    }
+}
+
+/// Unpacks the `out.len()` codes of chunk `c` (chunks of `out.len()` codes of `bits` bits).
+#[inline]
+fn unpack_codes(src: &[u8], c: usize, bits: u8, out: &mut [u8]) {
+    let bits = u32::from(bits);
+    let per_read = (56 / bits) as usize;
+    let mask = (1u64 << bits) - 1;
+    let mut at = (c * out.len()) as u64 * u64::from(bits);
+    for group in out.chunks_mut(per_read) {
+        let mut w = read_bits(src, at, group.len() as u32 * bits);
+        for q in group.iter_mut() {
+            *q = (w & mask) as u8;
+            w >>= bits;
+        }
+        at += group.len() as u64 * u64::from(bits);
     }
 }
