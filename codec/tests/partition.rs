@@ -180,6 +180,14 @@ fn misuse_is_an_error() {
         agg.aggregate_range(&views[..2], &scales, &r(1, 0, 10), &mut seg)
             .is_err()
     );
+    let others = peers(&p, &[shape(&[128, 128]), shape(&[12])], 3, 1);
+    let other_views: Vec<ContributionView> = others.iter().map(ContributionView::from).collect();
+    assert_eq!(
+        agg.aggregate_range(&other_views, &scales, &r(1, 0, 10), &mut seg)
+            .unwrap_err()
+            .label(),
+        "incompatible_contribution"
+    );
     let mut out = vec![0f32; 9];
     assert_eq!(
         agg.aggregate_range_dense(&views, &scales, &r(1, 0, 10), &mut out)

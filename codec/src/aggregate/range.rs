@@ -73,7 +73,8 @@ impl Sink for DenseSink<'_> {
 
 impl Aggregator {
     /// Aggregates `range` of the contributions `peers` (the same, in the same order, as given to
-    /// [`Aggregator::peer_scales`] for `scales`) into `out`, replacing its content. The
+    /// [`Aggregator::peer_scales`] for `scales`: their count, parameters and shapes are checked,
+    /// their identity is the caller's part) into `out`, replacing its content. The
     /// segments of a plan's ranges make the round's [`crate::SparseAggregate`]
     /// ([`crate::SparseAggregate::from_segments`]), bit-identical to
     /// [`Aggregator::aggregate_sparse`] for any plan and thread count.
@@ -164,14 +165,16 @@ impl Aggregator {
             .map(|&p| peers.get(p).and_then(|c| c.tensors.get(t)))
             .collect::<Option<_>>()
             .ok_or(Error::InvalidRange)?;
-        let shape = &peers
-            .first()
-            .ok_or(Error::NoContributions)?
-            .tensors
-            .get(t)
-            .ok_or(Error::InvalidRange)?
-            .shape;
-        let params = &peers.first().ok_or(Error::NoContributions)?.params;
+        let shape = scales.shapes.get(t).ok_or(Error::InvalidRange)?;
+        let params = &scales.params;
+        // Cheap guard against peers other than the scales' (peer_scales checked those).
+        if let Some(index) = peers.iter().position(|c| {
+            c.params != *params
+                || c.tensors.len() != scales.shapes.len()
+                || c.tensors.get(t).map(|x| &x.shape) != Some(shape)
+        }) {
+            return Err(Error::IncompatibleContribution { index });
+        }
         let unit = unit_len(shape, params)?;
         check_range(range, shape.numel(), unit)?;
         let factors: Vec<f32> = (0..views.len())

@@ -4,7 +4,9 @@
 use super::view::{ContributionView, TensorData, TensorView};
 use super::{AggregationRule, Aggregator, checked_weights, clip_factor, lower_median};
 use crate::error::{Error, Result};
+use crate::params::CodecParams;
 use crate::quant::Quant;
+use crate::shape::TensorShape;
 use rayon::prelude::*;
 
 /// Per aggregated peer (weight > 0) and tensor: `weight · clip` (MedianClipMean) or `weight`
@@ -22,6 +24,9 @@ pub struct PeerScales {
     pub(crate) tensors: usize,
     /// Σ of the aggregated weights, in peer order (the Mean rule's denominator).
     pub(crate) total: f32,
+    /// What the peers agreed on, to refuse other peers later.
+    pub(crate) params: CodecParams,
+    pub(crate) shapes: Vec<TensorShape>,
 }
 
 impl PeerScales {
@@ -99,6 +104,8 @@ impl Aggregator {
             weights,
             factors,
             tensors,
+            params: first.params,
+            shapes: first.tensors.iter().map(|t| t.shape.clone()).collect(),
         })
     }
 }
