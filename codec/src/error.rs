@@ -55,6 +55,8 @@ pub enum Error {
     InvalidWeight { index: usize },
     #[error("nothing to aggregate")]
     NoContributions,
+    #[error("aggregate range or segments do not match the tensors' chunk bands")]
+    InvalidRange,
 }
 
 impl Error {
@@ -85,6 +87,7 @@ impl Error {
             Self::IncompatibleContribution { .. } => "incompatible_contribution",
             Self::InvalidWeight { .. } => "invalid_weight",
             Self::NoContributions => "no_contributions",
+            Self::InvalidRange => "invalid_range",
         }
     }
 }

@@ -21,7 +21,8 @@ mod topk;
 mod wire;
 
 pub use aggregate::{
-    AggregateTensor, AggregationRule, Aggregator, ContributionStats, SparseAggregate, TensorStats,
+    AggregateRange, AggregateSegment, AggregateTensor, AggregationPlan, AggregationRule,
+    Aggregator, ContributionStats, ContributionView, PeerScales, SparseAggregate, TensorStats,
     position_overlap, tensor_stats,
 };
 pub use aggregate_wire::{

@@ -3,7 +3,7 @@
 //! For k of n positions: l = ⌊log2(n/k)⌋ low bits each, then a unary high part padded to
 //! exactly k + ((n−1) >> l) + 1 bits, so every chunk's block has the same length.
 
-use crate::bits::{BitReader, BitWriter};
+use crate::bits::{BitReader, BitWriter, read_bits};
 use crate::error::{Error, Result};
 
 /// Bit layout of one chunk's block.
@@ -96,6 +96,114 @@ impl EliasFano {
         }
         Ok(())
     }
+
+    /// Reads block `chunk` of a stream of concatenated blocks (random access), into `out`
+    /// (len k), with the same checks and errors as [`EliasFano::decode`].
+    #[inline]
+    pub fn decode_block(
+        &self,
+        src: &[u8],
+        chunk: usize,
+        out: &mut [u16],
+        tensor: usize,
+    ) -> Result<()> {
+        let bit0 = chunk as u64 * self.block_bits();
+        if bit0 + self.block_bits() > src.len() as u64 * 8 || out.len() != self.k {
+            return Err(Error::Truncated {
+                needed: (bit0 + self.block_bits()).div_ceil(8),
+                available: src.len() as u64,
+            });
+        }
+        let l = self.low_bits;
+        let high0 = bit0 + self.k as u64 * u64::from(l);
+        if l > 0 {
+            // Several low parts per 56-bit read.
+            let mask = (1u64 << l) - 1;
+            let mut at = bit0;
+            for group in out.chunks_mut((56 / l) as usize) {
+                let mut w = read_bits(src, at, group.len() as u32 * l);
+                for o in group.iter_mut() {
+                    *o = (w & mask) as u16;
+                    w >>= l;
+                }
+                at += group.len() as u64 * u64::from(l);
+            }
+        } else {
+            out.fill(0);
+        }
+        // Fast pass, checks folded into one flag; on failure the checked pass names the error.
+        let total = self.high_bits();
+        let (mut base, mut count, mut prev, mut bad) = (0u64, 0usize, -1i64, false);
+        while base < total {
+            let take = (total - base).min(56) as u32;
+            let mut word = read_bits(src, high0 + base, take);
+            while word != 0 {
+                let bit = base + u64::from(word.trailing_zeros());
+                word &= word - 1;
+                match out.get_mut(count) {
+                    Some(slot) => {
+                        let p = ((bit - count as u64) << l) | u64::from(*slot);
+                        bad |= p as i64 <= prev;
+                        prev = p as i64;
+                        *slot = p as u16;
+                    }
+                    None => bad = true,
+                }
+                count += 1;
+            }
+            base += u64::from(take);
+        }
+        if bad || count != self.k || prev >= self.n as i64 {
+            return self.decode_block_checked(src, chunk, out, tensor);
+        }
+        Ok(())
+    }
+
+    /// [`EliasFano::decode_block`] checking each position as it comes, for the exact error.
+    #[cold]
+    fn decode_block_checked(
+        &self,
+        src: &[u8],
+        chunk: usize,
+        out: &mut [u16],
+        tensor: usize,
+    ) -> Result<()> {
+        let bit0 = chunk as u64 * self.block_bits();
+        let l = self.low_bits;
+        let mut at = bit0;
+        for o in out.iter_mut() {
+            *o = read_bits(src, at, l) as u16;
+            at += u64::from(l);
+        }
+        let total = self.high_bits();
+        let (mut base, mut count, mut prev) = (0u64, 0usize, None::<u64>);
+        while base < total {
+            let take = (total - base).min(56) as u32;
+            let mut word = read_bits(src, at + base, take);
+            while word != 0 {
+                let bit = base + u64::from(word.trailing_zeros());
+                word &= word - 1;
+                let Some(slot) = out.get_mut(count) else {
+                    return Err(Error::WrongCount { tensor, chunk });
+                };
+                let p = ((bit - count as u64) << l) | u64::from(*slot);
+                if p >= self.n as u64 {
+                    return Err(Error::PositionOutOfRange { tensor, chunk });
+                }
+                if prev.is_some_and(|q| q >= p) {
+                    return Err(Error::DuplicatePosition { tensor, chunk });
+                }
+                *slot = p as u16;
+                prev = Some(p);
+                count += 1;
+            }
+            base += u64::from(take);
+        }
+        if count != self.k {
+            return Err(Error::WrongCount { tensor, chunk });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +242,15 @@ mod tests {
             let mut out = vec![0u16; k];
             let mut r = BitReader::new(&buf);
             ef.decode(&mut r, &mut out, 0, 0).unwrap();
+            assert_eq!(out, pos, "n={n} k={k}");
+            // Random access to the second of two blocks.
+            let mut two = Vec::new();
+            let mut w = BitWriter::new(&mut two);
+            ef.encode(&pos, &mut w);
+            ef.encode(&pos, &mut w);
+            w.finish();
+            let mut out = vec![0u16; k];
+            ef.decode_block(&two, 1, &mut out, 0).unwrap();
             assert_eq!(out, pos, "n={n} k={k}");
         }
     }

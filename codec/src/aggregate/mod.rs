@@ -1,9 +1,18 @@
 //! Aggregation of many peers' contributions into dense buffers, and per-contribution statistics.
 
+mod kernel;
+mod plan;
+mod range;
+mod scales;
 mod sparse;
+mod view;
 
-pub use sparse::{AggregateTensor, SparseAggregate};
-pub(crate) use sparse::{Carried, Segment};
+pub use plan::{AggregateRange, AggregationPlan};
+pub use scales::PeerScales;
+pub use sparse::{AggregateSegment, AggregateTensor, SparseAggregate};
+pub use view::ContributionView;
+
+pub(crate) use sparse::Carried;
 
 use crate::error::{Error, Result};
 use crate::tensor::{CompressedTensor, Contribution, Payload};
@@ -66,11 +75,7 @@ impl Aggregator {
                 let median = lower_median(&norms);
                 let mut wsum = vec![0f32; numel];
                 for ((t, w), n) in peers.iter().zip(&norms) {
-                    let clip = if *n > median && *n > 0.0 {
-                        (median / n) as f32
-                    } else {
-                        1.0
-                    };
+                    let clip = clip_factor(*n, median);
                     t.for_each(|i, v| {
                         add(&mut out, i, *w * clip * v);
                         add(&mut wsum, i, *w);
@@ -106,18 +111,7 @@ fn active_peers<'c>(
             return Err(Error::IncompatibleContribution { index });
         }
     }
-    let w: Vec<f32> = match weights {
-        Some(w) if w.len() != contributions.len() => {
-            return Err(Error::InvalidWeight {
-                index: w.len().min(contributions.len()),
-            });
-        }
-        Some(w) => w.to_vec(),
-        None => vec![1.0; contributions.len()],
-    };
-    if let Some(index) = w.iter().position(|x| !x.is_finite() || *x < 0.0) {
-        return Err(Error::InvalidWeight { index });
-    }
+    let w = checked_weights(contributions.len(), weights)?;
     let active = contributions
         .iter()
         .zip(&w)
@@ -125,6 +119,32 @@ fn active_peers<'c>(
         .map(|(c, w)| (*c, *w))
         .collect();
     Ok((first, active))
+}
+
+/// The weights of `n` contributions (default 1), each finite and ≥ 0.
+fn checked_weights(n: usize, weights: Option<&[f32]>) -> Result<Vec<f32>> {
+    let w: Vec<f32> = match weights {
+        Some(w) if w.len() != n => {
+            return Err(Error::InvalidWeight {
+                index: w.len().min(n),
+            });
+        }
+        Some(w) => w.to_vec(),
+        None => vec![1.0; n],
+    };
+    if let Some(index) = w.iter().position(|x| !x.is_finite() || *x < 0.0) {
+        return Err(Error::InvalidWeight { index });
+    }
+    Ok(w)
+}
+
+/// The production clip: scale a peer down to the median norm, never up.
+fn clip_factor(norm: f64, median: f64) -> f32 {
+    if norm > median && norm > 0.0 {
+        (median / norm) as f32
+    } else {
+        1.0
+    }
 }
 
 #[inline]

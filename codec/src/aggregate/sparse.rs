@@ -1,11 +1,19 @@
 //! The published aggregate of a round: per tensor, the positions any accepted peer carried and
 //! the aggregated value there (everything else is zero).
 
-use super::{Aggregator, active_peers};
-use crate::error::Result;
+use super::Aggregator;
+use super::kernel::Scratch;
+use super::plan::AggregationPlan;
+use super::view::ContributionView;
+use crate::error::{Error, Result};
 use crate::shape::TensorShape;
-use crate::tensor::CompressedTensor;
+use crate::tensor::Contribution;
 use rayon::prelude::*;
+
+thread_local! {
+    /// One set of accumulators per thread, kept across ranges and rounds (a megabyte or two).
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
 
 /// The aggregate of one round: per tensor, the positions any accepted peer carried (sorted,
 /// global indices) and the aggregated f32 value there.
@@ -19,16 +27,20 @@ pub struct SparseAggregate {
 pub struct AggregateTensor {
     pub(crate) shape: TensorShape,
     /// Consecutive, covering `0..numel` in order.
-    pub(crate) segments: Vec<Segment>,
+    pub(crate) segments: Vec<AggregateSegment>,
 }
 
-/// A run of consecutive elements of one tensor, from `start`, and the values carried there.
-#[derive(Debug, Clone)]
-pub(crate) struct Segment {
-    pub start: u64,
-    pub carried: Carried,
+/// The aggregate over a run of consecutive elements `start..end` of one tensor: which of them
+/// are carried and their values. Filled by [`Aggregator::aggregate_range`]; a
+/// [`SparseAggregate`] is made of them ([`SparseAggregate::from_segments`]).
+#[derive(Debug, Clone, Default)]
+pub struct AggregateSegment {
+    pub(crate) tensor: usize,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) carried: Carried,
     /// One value per carried position, in position order.
-    pub values: Vec<f32>,
+    pub(crate) values: Vec<f32>,
 }
 
 /// Which elements of a segment are carried: a bitmap or a sorted list, whichever is smaller.
@@ -40,6 +52,12 @@ pub(crate) enum Carried {
     List(Vec<u64>),
 }
 
+impl Default for Carried {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
 impl Carried {
     /// The smaller form for `m` carried elements of a segment of `len` elements.
     pub fn prefers_bitmap(len: u64, m: u64) -> bool {
@@ -47,9 +65,15 @@ impl Carried {
     }
 }
 
-impl Segment {
+impl AggregateSegment {
     /// From a bitmap over `start..end`; converted to a list when that is smaller.
-    pub fn from_bitmap(start: u64, end: u64, bits: Vec<u64>, values: Vec<f32>) -> Self {
+    pub(crate) fn from_bitmap(
+        tensor: usize,
+        start: u64,
+        end: u64,
+        bits: Vec<u64>,
+        values: Vec<f32>,
+    ) -> Self {
         let carried = if Carried::prefers_bitmap(end - start, values.len() as u64) {
             Carried::Bitmap(bits)
         } else {
@@ -58,19 +82,35 @@ impl Segment {
             Carried::List(list)
         };
         Self {
+            tensor,
             start,
+            end,
             carried,
             values,
         }
     }
 
+    pub fn tensor(&self) -> usize {
+        self.tensor
+    }
+
+    /// The elements it covers.
+    pub fn elements(&self) -> std::ops::Range<u64> {
+        self.start..self.end
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Number of carried positions.
     pub fn len(&self) -> usize {
         self.values.len()
     }
 
     /// Calls `f(global_index, value)` in position order.
     #[inline]
-    pub fn for_each(&self, mut f: impl FnMut(u64, f32)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u64, f32)) {
         let mut values = self.values.iter();
         match &self.carried {
             Carried::Bitmap(bits) => for_each_bit(bits, |j| {
@@ -102,7 +142,7 @@ impl AggregateTensor {
 
     /// Number of carried positions.
     pub fn len(&self) -> usize {
-        self.segments.iter().map(Segment::len).sum()
+        self.segments.iter().map(AggregateSegment::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -143,45 +183,84 @@ impl PartialEq for AggregateTensor {
     }
 }
 
+impl SparseAggregate {
+    /// Assembles the segments of every range of a plan (in any order) for tensors of `shapes`;
+    /// they must cover each tensor exactly, without overlap.
+    pub fn from_segments(
+        shapes: &[TensorShape],
+        mut segments: Vec<AggregateSegment>,
+    ) -> Result<Self> {
+        segments.sort_by_key(|s| (s.tensor, s.start));
+        let mut tensors: Vec<AggregateTensor> = shapes
+            .iter()
+            .map(|s| AggregateTensor {
+                shape: s.clone(),
+                segments: Vec::new(),
+            })
+            .collect();
+        for seg in segments {
+            let t = tensors.get_mut(seg.tensor).ok_or(Error::InvalidRange)?;
+            let covered = t.segments.last().map_or(0, |s| s.end);
+            if seg.start != covered || seg.end <= seg.start || seg.end > t.shape.numel() {
+                return Err(Error::InvalidRange);
+            }
+            t.segments.push(seg);
+        }
+        if tensors
+            .iter()
+            .any(|t| t.segments.last().map_or(0, |s| s.end) != t.shape.numel())
+        {
+            return Err(Error::InvalidRange);
+        }
+        Ok(Self { tensors })
+    }
+}
+
 impl Aggregator {
     /// The aggregate as it is published: per tensor the union of the positions the peers of
     /// weight > 0 carried (every position of a dense tensor), with values bit-identical to
     /// [`Aggregator::aggregate`] there; `aggregate` is zero everywhere else.
     pub fn aggregate_sparse(
         &self,
-        contributions: &[&crate::Contribution],
+        contributions: &[&Contribution],
         weights: Option<&[f32]>,
     ) -> Result<SparseAggregate> {
-        let (first, active) = active_peers(contributions, weights)?;
-        let tensors = first
-            .tensors
-            .par_iter()
-            .enumerate()
-            .map(|(t, ft)| {
-                let peers: Vec<(&CompressedTensor, f32)> = active
-                    .iter()
-                    .filter_map(|(c, w)| c.tensors.get(t).map(|x| (x, *w)))
-                    .collect();
-                let numel = ft.numel();
-                let dense = self.tensor(&peers, numel);
-                let mut bits = vec![0u64; numel.div_ceil(64)];
-                for (p, _) in &peers {
-                    p.for_each(|i, _| {
-                        if let Some(w) = bits.get_mut(i / 64) {
-                            *w |= 1 << (i % 64);
-                        }
-                    });
-                }
-                let mut values = Vec::new();
-                for_each_bit(&bits, |j| {
-                    values.push(dense.get(j as usize).copied().unwrap_or(0.0))
-                });
-                AggregateTensor {
-                    shape: ft.shape.clone(),
-                    segments: vec![Segment::from_bitmap(0, numel as u64, bits, values)],
-                }
-            })
+        let views: Vec<ContributionView<'_>> = contributions
+            .iter()
+            .map(|c| ContributionView::from(*c))
             .collect();
-        Ok(SparseAggregate { tensors })
+        self.aggregate_views(&views, weights)
+    }
+
+    /// [`Aggregator::aggregate_sparse`] of views, e.g. straight from the encoded bytes
+    /// ([`ContributionView::from_bytes`]): the peer scales once, then the ranges of the default
+    /// plan in parallel.
+    pub fn aggregate_views(
+        &self,
+        peers: &[ContributionView<'_>],
+        weights: Option<&[f32]>,
+    ) -> Result<SparseAggregate> {
+        let scales = self.peer_scales(peers, weights)?;
+        let first = peers.first().ok_or(Error::NoContributions)?;
+        let shapes: Vec<TensorShape> = first.tensors.iter().map(|t| t.shape.clone()).collect();
+        let plan = AggregationPlan::new(
+            &shapes,
+            &first.params,
+            AggregationPlan::DEFAULT_TARGET_ELEMENTS,
+        )?;
+        let segments = plan
+            .ranges()
+            .par_iter()
+            .map(|r| {
+                let mut seg = AggregateSegment::default();
+                SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut scratch) => self.range_into(peers, &scales, r, &mut seg, &mut scratch),
+                    // Only if a caller nests aggregations on one thread.
+                    Err(_) => self.range_into(peers, &scales, r, &mut seg, &mut Scratch::default()),
+                })?;
+                Ok(seg)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        SparseAggregate::from_segments(&shapes, segments)
     }
 }

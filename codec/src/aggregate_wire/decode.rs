@@ -2,7 +2,7 @@
 
 use super::positions::{PositionCode, decode_positions};
 use super::{AGGREGATE_FORMAT_VERSION, AGGREGATE_MAGIC, FIXED_HEADER_LEN, section_len};
-use crate::aggregate::{AggregateTensor, Carried, Segment, SparseAggregate};
+use crate::aggregate::{AggregateSegment, AggregateTensor, Carried, SparseAggregate};
 use crate::error::{Error, Result};
 use crate::shape::TensorShape;
 use crate::wire::{Cursor, DecodeLimits, read_shapes};
@@ -86,7 +86,17 @@ fn section(tensor: usize, shape: TensorShape, m: u64, bytes: &[u8]) -> Result<Ag
     let n = shape.numel();
     let code = PositionCode::of(n, m);
     let (pos, vals) = bytes.split_at((code.bytes(n, m) as usize).min(bytes.len()));
-    let carried = if Carried::prefers_bitmap(n, m) {
+    let carried = if code == PositionCode::Bitmap && Carried::prefers_bitmap(n, m) {
+        // The wire bitmap is the in-memory one: copy the words, then check them.
+        let mut bits = vec![0u64; n.div_ceil(64) as usize];
+        for (w, b) in bits.iter_mut().zip(pos.chunks(8)) {
+            let mut a = [0u8; 8];
+            a[..b.len()].copy_from_slice(b);
+            *w = u64::from_le_bytes(a);
+        }
+        check_bitmap(&bits, n, m, tensor)?;
+        Carried::Bitmap(bits)
+    } else if Carried::prefers_bitmap(n, m) {
         let mut bits = vec![0u64; n.div_ceil(64) as usize];
         decode_positions(code, n, m, pos, tensor, |p| {
             if let Some(w) = bits.get_mut((p / 64) as usize) {
@@ -119,10 +129,25 @@ fn section(tensor: usize, shape: TensorShape, m: u64, bytes: &[u8]) -> Result<Ag
     }
     Ok(AggregateTensor {
         shape,
-        segments: vec![Segment {
+        segments: vec![AggregateSegment {
+            tensor,
             start: 0,
+            end: n,
             carried,
             values,
         }],
     })
+}
+
+/// A bitmap of `n` bits has exactly `m` set and none at or past bit n.
+fn check_bitmap(bits: &[u64], n: u64, m: u64, tensor: usize) -> Result<()> {
+    let tail = n % 64;
+    if tail != 0 && bits.last().is_some_and(|w| w >> tail != 0) {
+        return Err(Error::NonZeroPadding { tensor });
+    }
+    let count: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
+    if count != m {
+        return Err(Error::WrongCount { tensor, chunk: 0 });
+    }
+    Ok(())
 }

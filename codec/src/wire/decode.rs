@@ -57,6 +57,45 @@ fn sparse(
     p: &CodecParams,
     tensor: usize,
 ) -> Result<SparseTensor> {
+    let quant = read_quant(c, ch, p, tensor)?;
+    let ef = EliasFano::new(ch.chunk_len(), ch.k);
+    let pos_len = (ch.nchunks as u64 * ef.block_bits()).div_ceil(8) as usize;
+    let mut r = BitReader::new(c.take(pos_len)?);
+    let mut positions = vec![0u16; ch.kept()];
+    for (chunk, out) in positions.chunks_mut(ch.k).enumerate() {
+        ef.decode(&mut r, out, tensor, chunk)?;
+    }
+    r.finish_strict(|| Error::NonZeroPadding { tensor })?;
+    let code_len = (ch.kept() as u64 * u64::from(p.bits)).div_ceil(8) as usize;
+    let raw = c.take(code_len)?;
+    let per_byte = 8 / usize::from(p.bits);
+    let mask = ((1u16 << p.bits) - 1) as u8;
+    let mut codes = Vec::with_capacity(raw.len() * per_byte);
+    for &b in raw {
+        for j in 0..per_byte {
+            codes.push((b >> (j * usize::from(p.bits))) & mask);
+        }
+    }
+    if codes.iter().skip(ch.kept()).any(|&q| q != 0) {
+        return Err(Error::NonZeroPadding { tensor });
+    }
+    codes.truncate(ch.kept());
+    Ok(SparseTensor {
+        chunking: *ch,
+        positions,
+        codes,
+        quant,
+        bits: p.bits,
+    })
+}
+
+/// Reads and checks a sparse section's k and quantization parameters.
+pub(crate) fn read_quant(
+    c: &mut Cursor<'_>,
+    ch: &Chunking,
+    p: &CodecParams,
+    tensor: usize,
+) -> Result<Quant> {
     let declared = c.u16()?;
     if usize::from(declared) != ch.k {
         return Err(Error::WrongK {
@@ -67,7 +106,7 @@ fn sparse(
     }
     let levels = p.levels();
     let bad = || Error::BadQuantParam { tensor };
-    let quant = match p.mode {
+    Ok(match p.mode {
         QuantMode::Production => {
             let shift = c.f32()?;
             let scale = c.f32()?;
@@ -100,35 +139,6 @@ fn sparse(
             }
             Quant::Balanced { lut, chunk_scales }
         }
-    };
-    let ef = EliasFano::new(ch.chunk_len(), ch.k);
-    let pos_len = (ch.nchunks as u64 * ef.block_bits()).div_ceil(8) as usize;
-    let mut r = BitReader::new(c.take(pos_len)?);
-    let mut positions = vec![0u16; ch.kept()];
-    for (chunk, out) in positions.chunks_mut(ch.k).enumerate() {
-        ef.decode(&mut r, out, tensor, chunk)?;
-    }
-    r.finish_strict(|| Error::NonZeroPadding { tensor })?;
-    let code_len = (ch.kept() as u64 * u64::from(p.bits)).div_ceil(8) as usize;
-    let raw = c.take(code_len)?;
-    let per_byte = 8 / usize::from(p.bits);
-    let mask = ((1u16 << p.bits) - 1) as u8;
-    let mut codes = Vec::with_capacity(raw.len() * per_byte);
-    for &b in raw {
-        for j in 0..per_byte {
-            codes.push((b >> (j * usize::from(p.bits))) & mask);
-        }
-    }
-    if codes.iter().skip(ch.kept()).any(|&q| q != 0) {
-        return Err(Error::NonZeroPadding { tensor });
-    }
-    codes.truncate(ch.kept());
-    Ok(SparseTensor {
-        chunking: *ch,
-        positions,
-        codes,
-        quant,
-        bits: p.bits,
     })
 }
 

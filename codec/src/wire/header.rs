@@ -259,6 +259,7 @@ pub(crate) fn write_shapes<'a>(
         }
     }
 }
+
 /// Exact length of the encoding of any contribution with these parameters and shapes — what
 /// a receiver can require of a declared payload size before reading a byte of it.
 pub fn encoded_len(params: &CodecParams, shapes: &[TensorShape]) -> Result<u64> {

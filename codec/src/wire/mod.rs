@@ -6,6 +6,7 @@ mod header;
 mod production;
 
 pub use decode::decode;
+pub(crate) use decode::read_quant;
 pub use encode::encode;
 pub(crate) use header::{Cursor, read_shapes, write_shapes};
 pub use header::{DecodeLimits, HeaderInfo, encoded_len, inspect};
