@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use tokio::sync::broadcast;
 use tracing::{error, info, info_span, warn};
-use tributary_codec::{Aggregator, decode, encode_aggregate};
+use tributary_codec::{Aggregator, ContributionView, encode_aggregate};
 use tributary_proto::identity;
 use tributary_proto::v1alpha1::{
     AggregatePublished, RoundEvent, RoundOpened, RoundSkipped, round_event,
@@ -323,14 +323,16 @@ impl Shared {
         let started = std::time::Instant::now();
         let updates = self.store.updates(round)?;
         let limits = self.run.decode_limits();
-        let contributions = updates
+        // Straight from the stored encodings, partitioned by chunk bands (memory-bounded:
+        // docs/benchmarks.md, "Aggregation"); every update was fully decoded on receipt.
+        let views = updates
             .iter()
             .map(|(peer, payload, _)| {
-                decode(payload, &limits).with_context(|| format!("stored update of {peer}"))
+                ContributionView::from_bytes(payload, &limits)
+                    .with_context(|| format!("stored update of {peer}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let refs: Vec<_> = contributions.iter().collect();
-        let aggregate = Aggregator::new(self.run.rule).aggregate_sparse(&refs, None)?;
+        let aggregate = Aggregator::new(self.run.rule).aggregate_views(&views, None)?;
         let blob = encode_aggregate(&aggregate);
         let n = updates.len().max(1) as f64;
         let mut core = self.lock();
