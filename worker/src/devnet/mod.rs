@@ -238,9 +238,12 @@ async fn watch(
     let floor = report::floor_of(&args.out.join("peer-0/peer.jsonl"));
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    // One listener for the whole watch, so a Ctrl-C between two polls is not missed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 bar.abandon_with_message("stopped; run the same command again to resume");
                 bail!("interrupted: the run's state is kept in {}", args.out.display());
             }
