@@ -28,6 +28,8 @@ use super::{Decision, Event, PeerId, Phase};
 /// roughly right).
 const JOIN_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 const HEARTBEAT_INTERVAL_MS: u32 = 2000;
+/// Fingerprints are hex digests; anything longer is refused rather than kept in memory.
+const MAX_FINGERPRINT_BYTES: usize = 128;
 
 pub struct ExchangeService {
     shared: Arc<Shared>,
@@ -172,6 +174,11 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = request.into_inner();
         check_version(r.version.as_ref())?;
+        if r.parameter_fingerprint.len() > MAX_FINGERPRINT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a parameter fingerprint has at most {MAX_FINGERPRINT_BYTES} bytes"
+            )));
+        }
         let mut core = self.shared.lock();
         let peer = PeerId::from(r.peer_id.as_str());
         if !core.machine.is_member(&peer) {
