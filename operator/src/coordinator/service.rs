@@ -53,9 +53,9 @@ fn check_version(v: Option<&tributary_proto::v1alpha1::ProtocolVersion>) -> Resu
     }
 }
 
-/// A stored blob as bounded chunks, the hash and total with the first.
-fn blob_chunks(blob: &[u8]) -> Vec<Result<BlobChunk, Status>> {
-    let sha = identity::sha256(blob).to_vec();
+/// A stored blob as bounded chunks, its hash `sha` and total with the first.
+fn blob_chunks(blob: &[u8], sha: &[u8]) -> Vec<Result<BlobChunk, Status>> {
+    let sha = sha.to_vec();
     let mut out: Vec<Result<BlobChunk, Status>> = blob
         .chunks(CHUNK_BYTES)
         .enumerate()
@@ -125,17 +125,19 @@ impl Exchange for ExchangeService {
             ));
         }
         let peer_id = identity::peer_id(&key);
-        let mut core = self.shared.lock();
-        let decisions = self
+        let peer = PeerId::from(peer_id.as_str());
+        let (decisions, round, model_version) = self
             .shared
-            .apply(
-                &mut core,
-                Event::Join {
-                    peer: PeerId::from(peer_id.as_str()),
-                    now_ms: now,
-                },
-                Attach::Peer { key: &key },
-            )
+            .commit(move |shared, core| {
+                let event = Event::Join { peer, now_ms: now };
+                let decisions = shared.apply(core, event, Attach::Peer { key: &key })?;
+                Ok((
+                    decisions,
+                    current_round(&core.machine),
+                    core.machine.model_version(),
+                ))
+            })
+            .await
             .map_err(internal)?;
         if let Some(Decision::Refused { reason, .. }) = decisions
             .iter()
@@ -157,12 +159,12 @@ impl Exchange for ExchangeService {
         Ok(Response::new(JoinResponse {
             peer_id,
             run_spec_json: run.spec_json.clone(),
-            current_round: current_round(&core.machine),
+            current_round: round,
             latest_checkpoint: latest,
             max_chunk_bytes: run.max_chunk_bytes,
             max_update_bytes: run.update_bytes,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
-            model_version: core.machine.model_version(),
+            model_version,
         }))
     }
 
@@ -322,11 +324,14 @@ impl Exchange for ExchangeService {
             if let Err(reason) = admission::check_payload(&header, &payload) {
                 return Ok(self.reject(&header.peer_id, &reason));
             }
-            let checked = {
+            let arrived_ms = now_ms();
+            // The payload moves into the check and back: no copy of an update-sized buffer.
+            let (payload, checked) = {
                 let shared = Arc::clone(shared);
-                let payload = payload.clone();
                 tokio::task::spawn_blocking(move || {
-                    admission::check_contribution(&shared.run, &payload, &shared.checks).map(|_| ())
+                    let checked =
+                        admission::check_contribution(&shared.run, &payload, &shared.checks);
+                    (payload, checked.map(|_| ()))
                 })
                 .await
                 .map_err(internal)?
@@ -334,28 +339,27 @@ impl Exchange for ExchangeService {
             if let Err(reason) = checked {
                 return Ok(self.reject(&header.peer_id, &reason));
             }
-            let digest = identity::sha256(&payload);
-            let mut core = shared.lock();
+            let event = Event::Submission {
+                peer: PeerId::from(header.peer_id.as_str()),
+                round: header.round,
+                digest: identity::sha256(&payload),
+                now_ms: arrived_ms,
+            };
+            let meta = UpdateMeta {
+                inner_loss: header.inner_loss,
+                tokens: header.tokens,
+                bytes: payload.len() as u64,
+            };
             let decisions = shared
-                .apply(
-                    &mut core,
-                    Event::Submission {
-                        peer: PeerId::from(header.peer_id.as_str()),
-                        round: header.round,
-                        digest,
-                        now_ms: now_ms(),
-                    },
-                    Attach::Update {
+                .commit(move |shared, core| {
+                    let attach = Attach::Update {
                         payload: &payload,
-                        meta: UpdateMeta {
-                            inner_loss: header.inner_loss,
-                            tokens: header.tokens,
-                            bytes: payload.len() as u64,
-                        },
-                    },
-                )
+                        meta,
+                    };
+                    shared.apply(core, event, attach)
+                })
+                .await
                 .map_err(internal)?;
-            drop(core);
             match decisions.into_iter().find_map(|d| match d {
                 Decision::Accepted { .. } => Some(Ok(())),
                 Decision::Rejected { reason, .. } => Some(Err(reason)),
@@ -384,12 +388,14 @@ impl Exchange for ExchangeService {
         check_version(r.version.as_ref())?;
         let blob = self
             .shared
-            .store
-            .aggregate(r.round)
+            .aggregate_blob(r.round)
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no aggregate for round {}", r.round)))?;
-        self.shared.count_sent(blob.len());
-        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+        self.shared.count_sent(blob.bytes.len());
+        Ok(Response::new(tokio_stream::iter(blob_chunks(
+            &blob.bytes,
+            &blob.sha256,
+        ))))
     }
 
     async fn list_checkpoints(
@@ -418,7 +424,8 @@ impl Exchange for ExchangeService {
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no checkpoint at version {}", r.round)))?;
         self.shared.count_sent(blob.len());
-        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+        let sha = identity::sha256(&blob);
+        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob, &sha))))
     }
 
     async fn put_checkpoint(
