@@ -53,34 +53,52 @@ fn check_version(v: Option<&tributary_proto::v1alpha1::ProtocolVersion>) -> Resu
     }
 }
 
-/// A stored blob as bounded chunks, its hash `sha` and total with the first.
-fn blob_chunks(blob: &[u8], sha: &[u8]) -> Vec<Result<BlobChunk, Status>> {
-    let sha = sha.to_vec();
-    let mut out: Vec<Result<BlobChunk, Status>> = blob
-        .chunks(CHUNK_BYTES)
-        .enumerate()
-        .map(|(i, data)| {
-            Ok(BlobChunk {
-                offset: (i * CHUNK_BYTES) as u64,
-                data: data.to_vec(),
-                total_bytes: 0,
-                sha256: Vec::new(),
-            })
-        })
-        .collect();
-    match out.first_mut() {
-        Some(Ok(first)) => {
-            first.total_bytes = blob.len() as u64;
-            first.sha256 = sha;
-        }
-        _ => out.push(Ok(BlobChunk {
+/// A blob as bounded chunks, its hash and total with the first; each chunk is copied out only
+/// when the response stream asks for it, so a download in flight holds about one chunk, not a
+/// copy of the whole blob.
+pub struct BlobChunks {
+    blob: Arc<[u8]>,
+    sha256: Vec<u8>,
+    offset: usize,
+    done: bool,
+}
+
+impl BlobChunks {
+    pub fn new(blob: Arc<[u8]>, sha256: &[u8]) -> Self {
+        Self {
+            blob,
+            sha256: sha256.to_vec(),
             offset: 0,
-            data: Vec::new(),
-            total_bytes: 0,
-            sha256: sha,
-        })),
+            done: false,
+        }
     }
-    out
+}
+
+impl Iterator for BlobChunks {
+    type Item = Result<BlobChunk, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let first = self.offset == 0;
+        let end = (self.offset + CHUNK_BYTES).min(self.blob.len());
+        let data = self.blob.get(self.offset..end).unwrap_or_default().to_vec();
+        let chunk = BlobChunk {
+            offset: self.offset as u64,
+            data,
+            total_bytes: if first { self.blob.len() as u64 } else { 0 },
+            sha256: if first {
+                self.sha256.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        self.offset = end;
+        // An empty blob is still one chunk, carrying the hash.
+        self.done = self.offset >= self.blob.len();
+        Some(Ok(chunk))
+    }
 }
 
 fn rejected(reason: &Reject) -> Response<SubmitUpdateResponse> {
@@ -91,7 +109,7 @@ fn rejected(reason: &Reject) -> Response<SubmitUpdateResponse> {
     })
 }
 
-type BlobStream = tokio_stream::Iter<std::vec::IntoIter<Result<BlobChunk, Status>>>;
+type BlobStream = tokio_stream::Iter<BlobChunks>;
 
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
@@ -392,8 +410,8 @@ impl Exchange for ExchangeService {
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no aggregate for round {}", r.round)))?;
         self.shared.count_sent(blob.bytes.len());
-        Ok(Response::new(tokio_stream::iter(blob_chunks(
-            &blob.bytes,
+        Ok(Response::new(tokio_stream::iter(BlobChunks::new(
+            blob.bytes,
             &blob.sha256,
         ))))
     }
@@ -425,7 +443,10 @@ impl Exchange for ExchangeService {
             .ok_or_else(|| Status::not_found(format!("no checkpoint at version {}", r.round)))?;
         self.shared.count_sent(blob.len());
         let sha = identity::sha256(&blob);
-        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob, &sha))))
+        Ok(Response::new(tokio_stream::iter(BlobChunks::new(
+            blob.into(),
+            &sha,
+        ))))
     }
 
     async fn put_checkpoint(
@@ -615,5 +636,38 @@ fn event_round(e: &RoundEvent) -> Option<u64> {
         Some(round_event::Event::Published(p)) => Some(p.round),
         Some(round_event::Event::Skipped(s)) => Some(s.round),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_chunks_cover_the_blob_in_order_with_hash_and_total_first() {
+        for len in [0, 1, CHUNK_BYTES - 1, CHUNK_BYTES, 2 * CHUNK_BYTES + 5] {
+            let blob: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let sha = identity::sha256(&blob);
+            let chunks: Vec<BlobChunk> = BlobChunks::new(blob.clone().into(), &sha)
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(chunks.len(), len.div_ceil(CHUNK_BYTES).max(1), "{len}");
+            assert_eq!(
+                (chunks[0].total_bytes, &chunks[0].sha256[..]),
+                (len as u64, &sha[..])
+            );
+            let mut joined = Vec::new();
+            for c in &chunks {
+                assert_eq!(c.offset, joined.len() as u64);
+                assert!(c.data.len() <= CHUNK_BYTES);
+                joined.extend_from_slice(&c.data);
+            }
+            assert!(
+                chunks[1..]
+                    .iter()
+                    .all(|c| c.sha256.is_empty() && c.total_bytes == 0)
+            );
+            assert_eq!(joined, blob);
+        }
     }
 }
