@@ -1,5 +1,6 @@
 //! The coordinator's state and its transition function, [`Coordinator::apply`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,21 @@ pub struct Coordinator {
     published: Vec<PublishedRound>,
     skipped: Vec<SkippedRound>,
     /// The run ends once this many aggregates are published (`stop.totalRounds`); none: never.
+    #[serde(default)]
+    round_limit: Option<u64>,
+}
+
+/// The machine without its logs of ended rounds, in the same JSON shape. The logs only grow,
+/// so the store appends their new entries rather than rewriting them after every event: a
+/// snapshot then costs O(members), not O(rounds × peers).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LiveState<'a> {
+    policy: Cow<'a, RoundPolicy>,
+    clock_ms: u64,
+    members: Cow<'a, BTreeMap<PeerId, Member>>,
+    next_round: u64,
+    model_version: u64,
+    round: Cow<'a, Option<Round>>,
     #[serde(default)]
     round_limit: Option<u64>,
 }
@@ -125,6 +141,38 @@ impl Coordinator {
     pub fn with_round_limit(mut self, rounds: Option<u64>) -> Self {
         self.round_limit = rounds;
         self
+    }
+
+    /// Everything but the logs, borrowed (see [`LiveState`]).
+    pub fn live(&self) -> LiveState<'_> {
+        LiveState {
+            policy: Cow::Borrowed(&self.policy),
+            clock_ms: self.clock_ms,
+            members: Cow::Borrowed(&self.members),
+            next_round: self.next_round,
+            model_version: self.model_version,
+            round: Cow::Borrowed(&self.round),
+            round_limit: self.round_limit,
+        }
+    }
+
+    /// The machine that [`Coordinator::live`] and the logs were taken from.
+    pub fn restore(
+        live: LiveState<'_>,
+        published: Vec<PublishedRound>,
+        skipped: Vec<SkippedRound>,
+    ) -> Self {
+        Self {
+            policy: live.policy.into_owned(),
+            clock_ms: live.clock_ms,
+            members: live.members.into_owned(),
+            next_round: live.next_round,
+            model_version: live.model_version,
+            round: live.round.into_owned(),
+            published,
+            skipped,
+            round_limit: live.round_limit,
+        }
     }
 
     /// Whether the round limit is reached.

@@ -1,7 +1,7 @@
 //! The per-run coordinator. The round logic is a pure state machine (event, machine, policy:
 //! no IO, no clock, no async). The IO layer (server, service, store) turns requests and timers into [`Event`]s, feeds them to
 //! [`Coordinator::apply`], carries out the returned [`Decision`]s and stores the serialized
-//! [`Coordinator`] after every apply. docs/protocol.md, "Round state machine", is the spec.
+//! [`Coordinator`] after every apply (its live state rewritten, its logs appended). docs/protocol.md, "Round state machine", is the spec.
 
 pub mod admission;
 mod event;
@@ -17,5 +17,5 @@ pub mod store;
 mod tests;
 
 pub use event::{Decision, Digest, Event, PeerId, RefuseReason, RejectReason, SkipReason};
-pub use machine::{Contribution, Coordinator, Phase, PublishedRound, SkippedRound};
+pub use machine::{Contribution, Coordinator, LiveState, Phase, PublishedRound, SkippedRound};
 pub use policy::{MAX_EXTENSIONS, RoundPolicy};

@@ -52,10 +52,23 @@ pub struct Core {
     pub fingerprints: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
 }
 
+/// A published aggregate and its SHA-256.
+#[derive(Clone)]
+pub struct AggregateBlob {
+    pub round: u64,
+    pub bytes: Arc<[u8]>,
+    pub sha256: [u8; 32],
+}
+
 pub struct Shared {
     pub run: RunConfig,
     pub store: Store,
     core: Mutex<Core>,
+    /// Writers queue here, in order, without holding a thread (see [`Shared::commit`]).
+    writers: tokio::sync::Mutex<()>,
+    /// The newest aggregate: every peer fetches it right after it is published, so it is
+    /// served from memory with its known hash instead of read and hashed once per peer.
+    newest: Mutex<Option<AggregateBlob>>,
     events: broadcast::Sender<RoundEvent>,
     /// Set when the server shuts down: round streams end so the shutdown need not wait for
     /// peers to hang up.
@@ -116,6 +129,8 @@ impl Shared {
                 peers: BTreeMap::new(),
                 fingerprints: BTreeMap::new(),
             }),
+            writers: tokio::sync::Mutex::new(()),
+            newest: Mutex::new(None),
             events,
             closing: tokio::sync::watch::channel(false).0,
             checks: default_checks(),
@@ -142,6 +157,41 @@ impl Shared {
     /// Ends every round stream.
     pub fn close(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Runs `f` on the machine on the blocking pool, one writer at a time. A write commits to
+    /// disk (fsync) under the machine's lock: done on an async worker, it would stall every
+    /// other request on that worker, and writers waiting for the lock would block the rest.
+    pub async fn commit<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Arc<Self>, &mut Core) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let _turn = self.writers.lock().await;
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut core = shared.lock();
+            f(&shared, &mut core)
+        })
+        .await
+        .context("a commit task failed")?
+    }
+
+    /// The aggregate of `round` and its SHA-256: the newest from memory, older ones (a late
+    /// joiner's replay) from the store.
+    pub fn aggregate_blob(&self, round: u64) -> anyhow::Result<Option<AggregateBlob>> {
+        let newest = self
+            .newest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(newest) = newest.filter(|n| n.round == round) {
+            return Ok(Some(newest));
+        }
+        Ok(self.store.aggregate(round)?.map(|bytes| AggregateBlob {
+            round,
+            sha256: identity::sha256(&bytes),
+            bytes: bytes.into(),
+        }))
     }
 
     /// Applies `event`, stores the new state (with `attach`) and announces the decisions.
@@ -236,6 +286,14 @@ impl Shared {
                     if let Attach::Aggregate { blob, record } = &attach {
                         self.store.end_round(&core.machine, record, Some(blob))?;
                         saved = true;
+                        if let Ok(sha256) = record.aggregate_sha256.as_slice().try_into() {
+                            *self.newest.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(AggregateBlob {
+                                    round: *round,
+                                    bytes: Arc::from(*blob),
+                                    sha256,
+                                });
+                        }
                         info!(
                             round,
                             model_version = record.model_version,
@@ -290,10 +348,12 @@ impl Shared {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                let mut core = shared.lock();
-                if let Err(e) =
-                    shared.apply(&mut core, Event::Tick { now_ms: now_ms() }, Attach::Nothing)
-                {
+                let ticked = shared
+                    .commit(|s, core| {
+                        s.apply(core, Event::Tick { now_ms: now_ms() }, Attach::Nothing)
+                    })
+                    .await;
+                if let Err(e) = ticked {
                     error!("tick: {e:#}");
                 }
             }
@@ -334,6 +394,7 @@ impl Shared {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let aggregate = Aggregator::new(self.run.rule).aggregate_views(&views, None)?;
         let blob = encode_aggregate(&aggregate);
+        let digest = identity::sha256(&blob);
         let n = updates.len().max(1) as f64;
         let mut core = self.lock();
         let record = RoundRecord {
@@ -344,12 +405,11 @@ impl Shared {
             mean_loss: updates.iter().map(|u| u.2.inner_loss).sum::<f64>() / n,
             tokens: updates.iter().map(|u| u.2.tokens).sum(),
             aggregate_bytes: blob.len() as u64,
-            aggregate_sha256: identity::sha256(&blob).to_vec(),
+            aggregate_sha256: digest.to_vec(),
             update_bytes: updates.iter().map(|u| u.2.bytes).sum(),
             model_version: core.machine.model_version() + 1,
             ended_unix_millis: now_ms(),
         };
-        let digest = identity::sha256(&blob);
         info!(
             round,
             peers = updates.len(),

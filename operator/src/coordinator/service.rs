@@ -55,34 +55,52 @@ fn check_version(v: Option<&tributary_proto::v1alpha1::ProtocolVersion>) -> Resu
     }
 }
 
-/// A stored blob as bounded chunks, the hash and total with the first.
-fn blob_chunks(blob: &[u8]) -> Vec<Result<BlobChunk, Status>> {
-    let sha = identity::sha256(blob).to_vec();
-    let mut out: Vec<Result<BlobChunk, Status>> = blob
-        .chunks(CHUNK_BYTES)
-        .enumerate()
-        .map(|(i, data)| {
-            Ok(BlobChunk {
-                offset: (i * CHUNK_BYTES) as u64,
-                data: data.to_vec(),
-                total_bytes: 0,
-                sha256: Vec::new(),
-            })
-        })
-        .collect();
-    match out.first_mut() {
-        Some(Ok(first)) => {
-            first.total_bytes = blob.len() as u64;
-            first.sha256 = sha;
-        }
-        _ => out.push(Ok(BlobChunk {
+/// A blob as bounded chunks, its hash and total with the first; each chunk is copied out only
+/// when the response stream asks for it, so a download in flight holds about one chunk, not a
+/// copy of the whole blob.
+pub struct BlobChunks {
+    blob: Arc<[u8]>,
+    sha256: Vec<u8>,
+    offset: usize,
+    done: bool,
+}
+
+impl BlobChunks {
+    pub fn new(blob: Arc<[u8]>, sha256: &[u8]) -> Self {
+        Self {
+            blob,
+            sha256: sha256.to_vec(),
             offset: 0,
-            data: Vec::new(),
-            total_bytes: 0,
-            sha256: sha,
-        })),
+            done: false,
+        }
     }
-    out
+}
+
+impl Iterator for BlobChunks {
+    type Item = Result<BlobChunk, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let first = self.offset == 0;
+        let end = (self.offset + CHUNK_BYTES).min(self.blob.len());
+        let data = self.blob.get(self.offset..end).unwrap_or_default().to_vec();
+        let chunk = BlobChunk {
+            offset: self.offset as u64,
+            data,
+            total_bytes: if first { self.blob.len() as u64 } else { 0 },
+            sha256: if first {
+                self.sha256.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        self.offset = end;
+        // An empty blob is still one chunk, carrying the hash.
+        self.done = self.offset >= self.blob.len();
+        Some(Ok(chunk))
+    }
 }
 
 fn rejected(reason: &Reject) -> Response<SubmitUpdateResponse> {
@@ -93,7 +111,7 @@ fn rejected(reason: &Reject) -> Response<SubmitUpdateResponse> {
     })
 }
 
-type BlobStream = tokio_stream::Iter<std::vec::IntoIter<Result<BlobChunk, Status>>>;
+type BlobStream = tokio_stream::Iter<BlobChunks>;
 
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
@@ -127,17 +145,19 @@ impl Exchange for ExchangeService {
             ));
         }
         let peer_id = identity::peer_id(&key);
-        let mut core = self.shared.lock();
-        let decisions = self
+        let peer = PeerId::from(peer_id.as_str());
+        let (decisions, round, model_version) = self
             .shared
-            .apply(
-                &mut core,
-                Event::Join {
-                    peer: PeerId::from(peer_id.as_str()),
-                    now_ms: now,
-                },
-                Attach::Peer { key: &key },
-            )
+            .commit(move |shared, core| {
+                let event = Event::Join { peer, now_ms: now };
+                let decisions = shared.apply(core, event, Attach::Peer { key: &key })?;
+                Ok((
+                    decisions,
+                    current_round(&core.machine),
+                    core.machine.model_version(),
+                ))
+            })
+            .await
             .map_err(internal)?;
         if let Some(Decision::Refused { reason, .. }) = decisions
             .iter()
@@ -159,12 +179,12 @@ impl Exchange for ExchangeService {
         Ok(Response::new(JoinResponse {
             peer_id,
             run_spec_json: run.spec_json.clone(),
-            current_round: current_round(&core.machine),
+            current_round: round,
             latest_checkpoint: latest,
             max_chunk_bytes: run.max_chunk_bytes,
             max_update_bytes: run.update_bytes,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
-            model_version: core.machine.model_version(),
+            model_version,
         }))
     }
 
@@ -337,11 +357,14 @@ impl Exchange for ExchangeService {
             if let Err(reason) = admission::check_payload(&header, &payload) {
                 return Ok(self.reject(&header.peer_id, &reason));
             }
-            let checked = {
+            let arrived_ms = now_ms();
+            // The payload moves into the check and back: no copy of an update-sized buffer.
+            let (payload, checked) = {
                 let shared = Arc::clone(shared);
-                let payload = payload.clone();
                 tokio::task::spawn_blocking(move || {
-                    admission::check_contribution(&shared.run, &payload, &shared.checks).map(|_| ())
+                    let checked =
+                        admission::check_contribution(&shared.run, &payload, &shared.checks);
+                    (payload, checked.map(|_| ()))
                 })
                 .await
                 .map_err(internal)?
@@ -349,28 +372,27 @@ impl Exchange for ExchangeService {
             if let Err(reason) = checked {
                 return Ok(self.reject(&header.peer_id, &reason));
             }
-            let digest = identity::sha256(&payload);
-            let mut core = shared.lock();
+            let event = Event::Submission {
+                peer: PeerId::from(header.peer_id.as_str()),
+                round: header.round,
+                digest: identity::sha256(&payload),
+                now_ms: arrived_ms,
+            };
+            let meta = UpdateMeta {
+                inner_loss: header.inner_loss,
+                tokens: header.tokens,
+                bytes: payload.len() as u64,
+            };
             let decisions = shared
-                .apply(
-                    &mut core,
-                    Event::Submission {
-                        peer: PeerId::from(header.peer_id.as_str()),
-                        round: header.round,
-                        digest,
-                        now_ms: now_ms(),
-                    },
-                    Attach::Update {
+                .commit(move |shared, core| {
+                    let attach = Attach::Update {
                         payload: &payload,
-                        meta: UpdateMeta {
-                            inner_loss: header.inner_loss,
-                            tokens: header.tokens,
-                            bytes: payload.len() as u64,
-                        },
-                    },
-                )
+                        meta,
+                    };
+                    shared.apply(core, event, attach)
+                })
+                .await
                 .map_err(internal)?;
-            drop(core);
             match decisions.into_iter().find_map(|d| match d {
                 Decision::Accepted { .. } => Some(Ok(())),
                 Decision::Rejected { reason, .. } => Some(Err(reason)),
@@ -397,8 +419,12 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<Self::GetAggregateStream>, Status> {
         let r = request.into_inner();
         check_version(r.version.as_ref())?;
-        let blob = self.shared.store.aggregate(r.round);
-        self.send_blob(blob, || format!("no aggregate for round {}", r.round))
+        let blob = self
+            .shared
+            .aggregate_blob(r.round)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no aggregate for round {}", r.round)))?;
+        Ok(self.send_blob(blob.bytes, &blob.sha256))
     }
 
     async fn list_checkpoints(
@@ -420,8 +446,14 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<Self::GetCheckpointStream>, Status> {
         let r = request.into_inner();
         check_version(r.version.as_ref())?;
-        let blob = self.shared.store.checkpoint(r.round);
-        self.send_blob(blob, || format!("no checkpoint at version {}", r.round))
+        let blob = self
+            .shared
+            .store
+            .checkpoint(r.round)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no checkpoint at version {}", r.round)))?;
+        let sha = identity::sha256(&blob);
+        Ok(self.send_blob(blob.into(), &sha))
     }
 
     async fn put_checkpoint(
@@ -577,17 +609,10 @@ impl Exchange for ExchangeService {
 }
 
 impl ExchangeService {
-    /// A stored blob as a chunk stream, or NOT_FOUND.
-    fn send_blob(
-        &self,
-        blob: Result<Option<Vec<u8>>, super::store::StoreError>,
-        missing: impl FnOnce() -> String,
-    ) -> Result<Response<BlobStream>, Status> {
-        let blob = blob
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(missing()))?;
+    /// A blob as a stream of chunks, made as the stream asks for them.
+    fn send_blob(&self, blob: std::sync::Arc<[u8]>, sha256: &[u8]) -> Response<BlobStream> {
         self.shared.count_sent(blob.len());
-        Ok(Response::new(tokio_stream::iter(blob_chunks(&blob))))
+        Response::new(tokio_stream::iter(BlobChunks::new(blob, sha256)))
     }
 
     fn reject(&self, peer: &str, reason: &Reject) -> Response<SubmitUpdateResponse> {
@@ -624,5 +649,38 @@ fn event_round(e: &RoundEvent) -> Option<u64> {
         Some(round_event::Event::Published(p)) => Some(p.round),
         Some(round_event::Event::Skipped(s)) => Some(s.round),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_chunks_cover_the_blob_in_order_with_hash_and_total_first() {
+        for len in [0, 1, CHUNK_BYTES - 1, CHUNK_BYTES, 2 * CHUNK_BYTES + 5] {
+            let blob: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let sha = identity::sha256(&blob);
+            let chunks: Vec<BlobChunk> = BlobChunks::new(blob.clone().into(), &sha)
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(chunks.len(), len.div_ceil(CHUNK_BYTES).max(1), "{len}");
+            assert_eq!(
+                (chunks[0].total_bytes, &chunks[0].sha256[..]),
+                (len as u64, &sha[..])
+            );
+            let mut joined = Vec::new();
+            for c in &chunks {
+                assert_eq!(c.offset, joined.len() as u64);
+                assert!(c.data.len() <= CHUNK_BYTES);
+                joined.extend_from_slice(&c.data);
+            }
+            assert!(
+                chunks[1..]
+                    .iter()
+                    .all(|c| c.sha256.is_empty() && c.total_bytes == 0)
+            );
+            assert_eq!(joined, blob);
+        }
     }
 }

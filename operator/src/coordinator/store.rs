@@ -7,14 +7,19 @@
 #![allow(clippy::result_large_err)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::Coordinator;
+use super::{Coordinator, LiveState, PublishedRound, SkippedRound};
 
-/// Keys: "machine" (the state machine, JSON), "run" ([`RunRecord`], JSON).
+/// Keys: "machine" (the state machine without its logs, JSON: [`LiveState`]), "run"
+/// ([`RunRecord`], JSON).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The machine's logs, appended: position in the log → [`PublishedRound`] / [`SkippedRound`] JSON.
+const PUBLISHED_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("published_log");
+const SKIPPED_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("skipped_log");
 /// Peer id → ed25519 public key.
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
 /// (round, peer) → accepted payload of a round not yet published.
@@ -85,6 +90,54 @@ pub struct CheckpointRecord {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Log entries stored so far; held for the whole of each machine write.
+    logged: Mutex<LogLen>,
+}
+
+/// Lengths of the machine's logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LogLen {
+    published: u64,
+    skipped: u64,
+}
+
+/// One write of the machine: its live state and the log entries the store does not hold yet.
+struct MachineRecord {
+    live: Vec<u8>,
+    published: Vec<(u64, Vec<u8>)>,
+    skipped: Vec<(u64, Vec<u8>)>,
+    len: LogLen,
+}
+
+impl MachineRecord {
+    fn put(&self, tx: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
+        tx.open_table(META)?
+            .insert("machine", self.live.as_slice())?;
+        let mut published = tx.open_table(PUBLISHED_LOG)?;
+        for (i, p) in &self.published {
+            published.insert(*i, p.as_slice())?;
+        }
+        let mut skipped = tx.open_table(SKIPPED_LOG)?;
+        for (i, s) in &self.skipped {
+            skipped.insert(*i, s.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// A store from before the log tables holds its logs in the machine record; its next write
+/// appends them to the tables.
+fn table_or_embedded<T>(table: Vec<T>, embedded: Vec<T>) -> Vec<T> {
+    if table.is_empty() { embedded } else { table }
+}
+
+/// Logs inside the machine record, as stores written before the logs had tables hold them.
+#[derive(Deserialize)]
+struct EmbeddedLogs {
+    #[serde(default)]
+    published: Vec<PublishedRound>,
+    #[serde(default)]
+    skipped: Vec<SkippedRound>,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -102,9 +155,15 @@ impl Store {
             path: shown,
             message: e.to_string(),
         })?;
-        let store = Self { db, path };
+        let mut store = Self {
+            db,
+            path,
+            logged: Mutex::new(LogLen::default()),
+        };
         store.write(|tx| {
             tx.open_table(META)?;
+            tx.open_table(PUBLISHED_LOG)?;
+            tx.open_table(SKIPPED_LOG)?;
             tx.open_table(PEERS)?;
             tx.open_table(UPDATES)?;
             tx.open_table(UPDATE_META)?;
@@ -114,7 +173,67 @@ impl Store {
             tx.open_table(CHECKPOINT_META)?;
             Ok(())
         })?;
+        let len = {
+            let tx = store.db.begin_read().map_err(|e| store.err(e))?;
+            let published = tx.open_table(PUBLISHED_LOG).map_err(|e| store.err(e))?;
+            let skipped = tx.open_table(SKIPPED_LOG).map_err(|e| store.err(e))?;
+            LogLen {
+                published: published.len().map_err(|e| store.err(e))?,
+                skipped: skipped.len().map_err(|e| store.err(e))?,
+            }
+        };
+        *store.logged.get_mut().unwrap_or_else(|p| p.into_inner()) = len;
         Ok(store)
+    }
+
+    fn logged(&self) -> MutexGuard<'_, LogLen> {
+        // Only ever a pair of counters, consistent at every instant.
+        self.logged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What writing `machine` takes, given the log entries already stored.
+    fn machine_record(&self, machine: &Coordinator, stored: LogLen) -> Result<MachineRecord> {
+        let published = machine.published();
+        let skipped = machine.skipped();
+        Ok(MachineRecord {
+            live: self.json("machine", &machine.live())?,
+            published: self.log_tail("published round", published, stored.published)?,
+            skipped: self.log_tail("skipped round", skipped, stored.skipped)?,
+            len: LogLen {
+                published: published.len() as u64,
+                skipped: skipped.len() as u64,
+            },
+        })
+    }
+
+    /// The entries of `log` from position `stored` on, keyed by position.
+    fn log_tail<T: Serialize>(
+        &self,
+        what: &str,
+        log: &[T],
+        stored: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        log.iter()
+            .enumerate()
+            .skip(stored as usize)
+            .map(|(i, entry)| Ok((i as u64, self.json(what, entry)?)))
+            .collect()
+    }
+
+    /// Runs `f` and writes `machine` in one write transaction.
+    fn write_with_machine(
+        &self,
+        machine: &Coordinator,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<()> {
+        let mut logged = self.logged();
+        let record = self.machine_record(machine, *logged)?;
+        self.write(|tx| {
+            f(tx)?;
+            record.put(tx)
+        })?;
+        *logged = record.len;
+        Ok(())
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -163,38 +282,58 @@ impl Store {
             .transpose()
     }
 
+    /// The stored machine: its live state and its logs.
     pub fn machine(&self) -> Result<Option<Coordinator>> {
-        self.get_meta("machine")?
-            .map(|b| self.parse("machine", &b))
-            .transpose()
+        let Some(bytes) = self.get_meta("machine")? else {
+            return Ok(None);
+        };
+        let live: LiveState<'static> = self.parse("machine", &bytes)?;
+        let embedded: EmbeddedLogs = self.parse("machine", &bytes)?;
+        let published = self.log(PUBLISHED_LOG, "published round")?;
+        let skipped = self.log(SKIPPED_LOG, "skipped round")?;
+        Ok(Some(Coordinator::restore(
+            live,
+            table_or_embedded(published, embedded.published),
+            table_or_embedded(skipped, embedded.skipped),
+        )))
+    }
+
+    /// A whole log, in order; a gap in its positions is corruption.
+    fn log<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if k.value() != out.len() as u64 {
+                return Err(self.corrupt(what, format!("entry {} is missing", out.len())));
+            }
+            out.push(self.parse(what, v.value())?);
+        }
+        Ok(out)
     }
 
     /// Records the run a fresh store belongs to, with the initial machine.
     pub fn init(&self, run: &RunRecord, machine: &Coordinator) -> Result<()> {
         let run = self.json("run", run)?;
-        let m = self.json("machine", machine)?;
-        self.write(|tx| {
-            let mut t = tx.open_table(META)?;
-            t.insert("run", run.as_slice())?;
-            t.insert("machine", m.as_slice())?;
+        self.write_with_machine(machine, |tx| {
+            tx.open_table(META)?.insert("run", run.as_slice())?;
             Ok(())
         })
     }
 
     pub fn save_machine(&self, machine: &Coordinator) -> Result<()> {
-        let m = self.json("machine", machine)?;
-        self.write(|tx| {
-            tx.open_table(META)?.insert("machine", m.as_slice())?;
-            Ok(())
-        })
+        self.write_with_machine(machine, |_| Ok(()))
     }
 
     /// A joining peer's key, with the machine that admitted it.
     pub fn register_peer(&self, machine: &Coordinator, peer: &str, key: &[u8]) -> Result<()> {
-        let m = self.json("machine", machine)?;
-        self.write(|tx| {
+        self.write_with_machine(machine, |tx| {
             tx.open_table(PEERS)?.insert(peer, key)?;
-            tx.open_table(META)?.insert("machine", m.as_slice())?;
             Ok(())
         })
     }
@@ -215,13 +354,11 @@ impl Store {
         payload: &[u8],
         meta: &UpdateMeta,
     ) -> Result<()> {
-        let m = self.json("machine", machine)?;
         let meta = self.json("update meta", meta)?;
-        self.write(|tx| {
+        self.write_with_machine(machine, |tx| {
             tx.open_table(UPDATES)?.insert((round, peer), payload)?;
             tx.open_table(UPDATE_META)?
                 .insert((round, peer), meta.as_slice())?;
-            tx.open_table(META)?.insert("machine", m.as_slice())?;
             Ok(())
         })
     }
@@ -256,11 +393,10 @@ impl Store {
         record: &RoundRecord,
         aggregate: Option<&[u8]>,
     ) -> Result<()> {
-        let m = self.json("machine", machine)?;
         let r = self.json("round", record)?;
         let round = record.round;
         let peers: Vec<String> = self.updates(round)?.into_iter().map(|u| u.0).collect();
-        self.write(|tx| {
+        self.write_with_machine(machine, |tx| {
             if let Some(a) = aggregate {
                 tx.open_table(AGGREGATES)?.insert(round, a)?;
             }
@@ -271,7 +407,6 @@ impl Store {
                 updates.remove((round, p.as_str()))?;
                 metas.remove((round, p.as_str()))?;
             }
-            tx.open_table(META)?.insert("machine", m.as_slice())?;
             Ok(())
         })
     }
@@ -410,6 +545,117 @@ mod tests {
         assert_eq!(s.aggregate(0).unwrap().unwrap(), vec![7, 7]);
         assert_eq!(s.rounds(0).unwrap(), vec![record]);
         assert!(s.rounds(1).unwrap().is_empty());
+    }
+
+    /// Three peers through `rounds` published rounds, the machine written after every event as
+    /// the IO layer does; returns the machine and the stored record's size after each round.
+    fn run_rounds(s: &Store, rounds: u64) -> (Coordinator, Vec<usize>) {
+        let spec = ParticipationSpec {
+            min_peers: 3,
+            max_peers: 3,
+            ..ParticipationSpec::default()
+        };
+        let mut m = Coordinator::new(RoundPolicy::try_from(&spec).unwrap());
+        s.init(
+            &RunRecord {
+                run_id: "r".into(),
+                spec_json: "{}".into(),
+            },
+            &m,
+        )
+        .unwrap();
+        let peers = ["pa", "pb", "pc"].map(PeerId::from);
+        for peer in &peers {
+            m.apply(Event::Join {
+                peer: peer.clone(),
+                now_ms: 0,
+            });
+            s.register_peer(&m, peer.as_str(), &[1; 32]).unwrap();
+        }
+        let mut sizes = Vec::new();
+        for round in 0..rounds {
+            for (i, peer) in peers.iter().enumerate() {
+                m.apply(Event::Submission {
+                    peer: peer.clone(),
+                    round,
+                    digest: [i as u8; 32],
+                    now_ms: round * 10 + 1,
+                });
+                let meta = UpdateMeta {
+                    inner_loss: 1.0,
+                    tokens: 1,
+                    bytes: 1,
+                };
+                s.accept_update(&m, round, peer.as_str(), &[1], &meta)
+                    .unwrap();
+            }
+            m.apply(Event::AggregateStored {
+                round,
+                digest: [9; 32],
+            });
+            let record = RoundRecord {
+                round,
+                published: true,
+                skip_reason: String::new(),
+                peers: peers.iter().map(ToString::to_string).collect(),
+                mean_loss: 1.0,
+                tokens: 3,
+                aggregate_bytes: 1,
+                aggregate_sha256: vec![9; 32],
+                update_bytes: 3,
+                model_version: round + 1,
+                ended_unix_millis: round,
+            };
+            s.end_round(&m, &record, Some(&[1])).unwrap();
+            sizes.push(s.get_meta("machine").unwrap().unwrap().len());
+        }
+        (m, sizes)
+    }
+
+    #[test]
+    fn the_machine_record_does_not_grow_with_the_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (m, sizes) = run_rounds(&s, 60);
+        assert_eq!(m.published().len(), 60);
+        let (first, last) = (sizes[0], sizes[59]);
+        // Only the digits of the clock and of the round numbers grow.
+        assert!(last <= first + 16, "{first} → {last} bytes");
+        let whole = serde_json::to_vec(&m).unwrap().len();
+        assert!(
+            whole > 10 * last,
+            "the logs are {whole} bytes, the record {last}"
+        );
+        drop(s);
+        let back = Store::open(dir.path()).unwrap().machine().unwrap().unwrap();
+        assert_eq!(back, m, "logs and live state come back exactly");
+    }
+
+    #[test]
+    fn a_machine_record_with_embedded_logs_still_loads_and_moves_them_to_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = {
+            let s = Store::open(dir.path()).unwrap();
+            let (m, _) = run_rounds(&s, 3);
+            // The record as stores wrote it before the log tables.
+            let whole = serde_json::to_vec(&m).unwrap();
+            s.write(|tx| {
+                tx.open_table(META)?.insert("machine", whole.as_slice())?;
+                tx.delete_table(PUBLISHED_LOG)?;
+                tx.delete_table(SKIPPED_LOG)?;
+                Ok(())
+            })
+            .unwrap();
+            m
+        };
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.machine().unwrap().unwrap(), m);
+        s.save_machine(&m).unwrap();
+        let record = String::from_utf8(s.get_meta("machine").unwrap().unwrap()).unwrap();
+        assert!(!record.contains("published"), "{record}");
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.machine().unwrap().unwrap(), m);
     }
 
     #[test]
