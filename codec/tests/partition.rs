@@ -8,38 +8,6 @@ use common::*;
 use proptest::prelude::*;
 use tributary_codec::*;
 
-fn params_strategy() -> impl Strategy<Value = CodecParams> {
-    (1u16..=8, 1u16..=12, any::<bool>(), any::<bool>(), 0usize..3).prop_map(
-        |(side, k, balanced, sparse_1d, bits)| CodecParams {
-            chunk_side: side,
-            k_per_chunk: k.min(side * side),
-            bits: [2, 4, 8][bits],
-            mode: if balanced {
-                QuantMode::Balanced
-            } else {
-                QuantMode::Production
-            },
-            one_d: if sparse_1d {
-                OneDPolicy::Sparse
-            } else {
-                OneDPolicy::Dense
-            },
-            ..CodecParams::default()
-        },
-    )
-}
-
-fn shapes_strategy() -> impl Strategy<Value = Vec<Vec<usize>>> {
-    prop::collection::vec(
-        prop_oneof![
-            (1usize..=48, 1usize..=48).prop_map(|(r, c)| vec![r, c]),
-            (1usize..=70).prop_map(|n| vec![n]),
-            (1usize..=4, 1usize..=5, 1usize..=6).prop_map(|(a, b, c)| vec![a, b, c]),
-        ],
-        1..4,
-    )
-}
-
 fn peers(p: &CodecParams, shapes: &[TensorShape], n: usize, seed: u64) -> Vec<Contribution> {
     (0..n)
         .map(|r| {
@@ -77,8 +45,8 @@ proptest! {
 
     #[test]
     fn any_plan_any_threads_same_bits(
-        p in params_strategy(),
-        dims in shapes_strategy(),
+        p in params_strategy(true),
+        dims in shapes_strategy(48, 70),
         n in 1usize..7,
         seed in 0u64..1_000_000,
         zero_mask in 0u32..128,

@@ -9,7 +9,7 @@ use crate::positions::EliasFano;
 use crate::quant::Quant;
 use crate::shape::{Chunking, Layout, TensorShape};
 use crate::tensor::{Contribution, Payload};
-use crate::wire::{Cursor, DecodeLimits, inspect, read_quant};
+use crate::wire::{Cursor, DecodeLimits, inspect_exact, read_quant};
 use std::borrow::Cow;
 
 /// One peer's contribution for aggregation; see [`ContributionView::from_bytes`].
@@ -73,19 +73,7 @@ impl<'a> ContributionView<'a> {
     /// aggregation reads them, which then fails with the same errors `decode` gives.
     /// Padding bits are not looked at: `decode` remains the full canonical check.
     pub fn from_bytes(bytes: &'a [u8], limits: &DecodeLimits) -> Result<Self> {
-        let info = inspect(bytes, limits)?;
-        let actual = bytes.len() as u64;
-        if actual < info.encoded_len {
-            return Err(Error::Truncated {
-                needed: info.encoded_len,
-                available: actual,
-            });
-        }
-        if actual > info.encoded_len {
-            return Err(Error::TrailingBytes {
-                extra: actual - info.encoded_len,
-            });
-        }
+        let info = inspect_exact(bytes, limits)?;
         let p = info.params;
         let mut c = Cursor {
             bytes,

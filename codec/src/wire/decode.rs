@@ -1,6 +1,6 @@
 //! Bytes → contribution, strictly: every malformed input is a typed error, never a panic.
 
-use super::header::{Cursor, DecodeLimits, inspect};
+use super::header::{Cursor, DecodeLimits, inspect_exact};
 use crate::bits::BitReader;
 use crate::error::{Error, Result};
 use crate::params::{CodecParams, MAX_ABS_PARAM, MAX_SCALE, MIN_PRODUCTION_SCALE, QuantMode};
@@ -12,19 +12,7 @@ use crate::tensor::{CompressedTensor, Contribution, Payload, SparseTensor};
 /// Decodes one contribution, checking it against `limits` before allocating anything sized
 /// by the input (see [`crate::HeaderInfo::allocation_bound`]).
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Contribution> {
-    let info = inspect(bytes, limits)?;
-    let actual = bytes.len() as u64;
-    if actual < info.encoded_len {
-        return Err(Error::Truncated {
-            needed: info.encoded_len,
-            available: actual,
-        });
-    }
-    if actual > info.encoded_len {
-        return Err(Error::TrailingBytes {
-            extra: actual - info.encoded_len,
-        });
-    }
+    let info = inspect_exact(bytes, limits)?;
     let params = info.params;
     let mut c = Cursor {
         bytes,

@@ -260,6 +260,24 @@ pub(crate) fn write_shapes<'a>(
     }
 }
 
+/// [`inspect`], and the input is exactly as long as its header implies.
+pub(crate) fn inspect_exact(bytes: &[u8], limits: &DecodeLimits) -> Result<HeaderInfo> {
+    let info = inspect(bytes, limits)?;
+    let actual = bytes.len() as u64;
+    if actual < info.encoded_len {
+        return Err(Error::Truncated {
+            needed: info.encoded_len,
+            available: actual,
+        });
+    }
+    if actual > info.encoded_len {
+        return Err(Error::TrailingBytes {
+            extra: actual - info.encoded_len,
+        });
+    }
+    Ok(info)
+}
+
 /// Exact length of the encoding of any contribution with these parameters and shapes — what
 /// a receiver can require of a declared payload size before reading a byte of it.
 pub fn encoded_len(params: &CodecParams, shapes: &[TensorShape]) -> Result<u64> {

@@ -8,7 +8,7 @@ mod production;
 pub use decode::decode;
 pub(crate) use decode::read_quant;
 pub use encode::encode;
-pub(crate) use header::{Cursor, read_shapes, write_shapes};
+pub(crate) use header::{Cursor, inspect_exact, read_shapes, write_shapes};
 pub use header::{DecodeLimits, HeaderInfo, encoded_len, inspect};
 pub use production::production_wire_bytes;
 

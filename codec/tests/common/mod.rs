@@ -1,7 +1,44 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use proptest::prelude::*;
 use tributary_codec::*;
+
+/// Small codec settings: any chunk side ≤ 8, k, quantizer and 1-D policy; 2 bits, or any of
+/// 2/4/8 with `all_bits`.
+pub fn params_strategy(all_bits: bool) -> impl Strategy<Value = CodecParams> {
+    let bits = if all_bits { 0usize..3 } else { 0usize..1 };
+    (1u16..=8, 1u16..=12, any::<bool>(), any::<bool>(), bits).prop_map(
+        |(side, k, balanced, sparse_1d, bits)| CodecParams {
+            chunk_side: side,
+            k_per_chunk: k.min(side * side),
+            bits: [2, 4, 8][bits],
+            mode: if balanced {
+                QuantMode::Balanced
+            } else {
+                QuantMode::Production
+            },
+            one_d: if sparse_1d {
+                OneDPolicy::Sparse
+            } else {
+                OneDPolicy::Dense
+            },
+            ..CodecParams::default()
+        },
+    )
+}
+
+/// One to three tensors: matrices up to `side`×`side`, vectors up to `len`, and 3-D ones.
+pub fn shapes_strategy(side: usize, len: usize) -> impl Strategy<Value = Vec<Vec<usize>>> {
+    prop::collection::vec(
+        prop_oneof![
+            (1usize..=side, 1usize..=side).prop_map(|(r, c)| vec![r, c]),
+            (1usize..=len).prop_map(|n| vec![n]),
+            (1usize..=4, 1usize..=5, 1usize..=6).prop_map(|(a, b, c)| vec![a, b, c]),
+        ],
+        1..4,
+    )
+}
 
 /// Deterministic pseudo-random floats (splitmix64), Gaussian-ish, with occasional ties.
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
