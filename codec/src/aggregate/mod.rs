@@ -15,6 +15,8 @@ pub use view::ContributionView;
 pub(crate) use sparse::Carried;
 
 use crate::error::{Error, Result};
+use crate::params::CodecParams;
+use crate::shape::TensorShape;
 use crate::tensor::{CompressedTensor, Contribution, Payload};
 use rayon::prelude::*;
 
@@ -101,16 +103,11 @@ fn active_peers<'c>(
     weights: Option<&[f32]>,
 ) -> Result<(&'c Contribution, Vec<(&'c Contribution, f32)>)> {
     let first = *contributions.first().ok_or(Error::NoContributions)?;
-    for (index, c) in contributions.iter().enumerate() {
-        let same_shapes = c.tensors.len() == first.tensors.len()
-            && c.tensors
-                .iter()
-                .zip(&first.tensors)
-                .all(|(a, b)| a.shape == b.shape);
-        if c.params != first.params || !same_shapes {
-            return Err(Error::IncompatibleContribution { index });
-        }
-    }
+    check_compatible(
+        contributions
+            .iter()
+            .map(|c| (&c.params, c.tensors.iter().map(|t| &t.shape).collect())),
+    )?;
     let w = checked_weights(contributions.len(), weights)?;
     let active = contributions
         .iter()
@@ -119,6 +116,22 @@ fn active_peers<'c>(
         .map(|(c, w)| (*c, *w))
         .collect();
     Ok((first, active))
+}
+
+/// Every peer has the first one's codec parameters and tensor shapes; else the index of the
+/// first that differs.
+fn check_compatible<'c>(
+    peers: impl Iterator<Item = (&'c CodecParams, Vec<&'c TensorShape>)>,
+) -> Result<()> {
+    let mut first = None;
+    for (index, peer) in peers.enumerate() {
+        match &first {
+            None => first = Some(peer),
+            Some(f) if *f != peer => return Err(Error::IncompatibleContribution { index }),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The weights of `n` contributions (default 1), each finite and ≥ 0.

@@ -2,7 +2,9 @@
 //! before any range is aggregated (the clip needs every peer's norm of the whole tensor).
 
 use super::view::{ContributionView, TensorData, TensorView};
-use super::{AggregationRule, Aggregator, checked_weights, clip_factor, lower_median};
+use super::{
+    AggregationRule, Aggregator, check_compatible, checked_weights, clip_factor, lower_median,
+};
 use crate::error::{Error, Result};
 use crate::params::CodecParams;
 use crate::quant::Quant;
@@ -57,16 +59,11 @@ impl Aggregator {
         weights: Option<&[f32]>,
     ) -> Result<PeerScales> {
         let first = peers.first().ok_or(Error::NoContributions)?;
-        for (index, c) in peers.iter().enumerate() {
-            let same_shapes = c.tensors.len() == first.tensors.len()
-                && c.tensors
-                    .iter()
-                    .zip(&first.tensors)
-                    .all(|(a, b)| a.shape == b.shape);
-            if c.params != first.params || !same_shapes {
-                return Err(Error::IncompatibleContribution { index });
-            }
-        }
+        check_compatible(
+            peers
+                .iter()
+                .map(|c| (&c.params, c.tensors.iter().map(|t| &t.shape).collect())),
+        )?;
         let w = checked_weights(peers.len(), weights)?;
         let active: Vec<usize> = (0..peers.len()).filter(|&i| w[i] > 0.0).collect();
         let weights: Vec<f32> = active.iter().map(|&i| w[i]).collect();
