@@ -64,21 +64,32 @@ impl EliasFano {
         for o in out.iter_mut() {
             *o = r.read(self.low_bits, short)? as u16;
         }
+        self.decode_highs(out, tensor, chunk, |_, take| r.read(take, short))
+    }
+
+    /// The high parts after the low parts are in `out`: `next(offset, n)` yields the next `n`
+    /// bits of the H-bit window (LSB first). Checks count, range and strict order.
+    #[inline]
+    fn decode_highs(
+        &self,
+        out: &mut [u16],
+        tensor: usize,
+        chunk: usize,
+        mut next: impl FnMut(u64, u32) -> Result<u64>,
+    ) -> Result<()> {
+        let l = self.low_bits;
         let total = self.high_bits();
-        let mut base = 0u64;
-        let mut count = 0usize;
-        let mut prev: Option<u64> = None;
+        let (mut base, mut count, mut prev) = (0u64, 0usize, None::<u64>);
         while base < total {
             let take = (total - base).min(56) as u32;
-            let mut word = r.read(take, short)?;
+            let mut word = next(base, take)?;
             while word != 0 {
                 let bit = base + u64::from(word.trailing_zeros());
                 word &= word - 1;
                 let Some(slot) = out.get_mut(count) else {
                     return Err(Error::WrongCount { tensor, chunk });
                 };
-                let high = bit - count as u64;
-                let p = (high << self.low_bits) | u64::from(*slot);
+                let p = ((bit - count as u64) << l) | u64::from(*slot);
                 if p >= self.n as u64 {
                     return Err(Error::PositionOutOfRange { tensor, chunk });
                 }
@@ -175,34 +186,9 @@ impl EliasFano {
             *o = read_bits(src, at, l) as u16;
             at += u64::from(l);
         }
-        let total = self.high_bits();
-        let (mut base, mut count, mut prev) = (0u64, 0usize, None::<u64>);
-        while base < total {
-            let take = (total - base).min(56) as u32;
-            let mut word = read_bits(src, at + base, take);
-            while word != 0 {
-                let bit = base + u64::from(word.trailing_zeros());
-                word &= word - 1;
-                let Some(slot) = out.get_mut(count) else {
-                    return Err(Error::WrongCount { tensor, chunk });
-                };
-                let p = ((bit - count as u64) << l) | u64::from(*slot);
-                if p >= self.n as u64 {
-                    return Err(Error::PositionOutOfRange { tensor, chunk });
-                }
-                if prev.is_some_and(|q| q >= p) {
-                    return Err(Error::DuplicatePosition { tensor, chunk });
-                }
-                *slot = p as u16;
-                prev = Some(p);
-                count += 1;
-            }
-            base += u64::from(take);
-        }
-        if count != self.k {
-            return Err(Error::WrongCount { tensor, chunk });
-        }
-        Ok(())
+        self.decode_highs(out, tensor, chunk, |base, take| {
+            Ok(read_bits(src, at + base, take))
+        })
     }
 }
 
