@@ -324,6 +324,51 @@ impl TrainingRunSpec {
     }
 }
 
+impl TrainingRunSpec {
+    /// What a running run may not change, compared with the spec it runs (`running`): the
+    /// fields that decide what is trained and how (model, data, optimizers, compression, seed,
+    /// the stop condition that shapes the learning-rate schedule, storage sizes). Participation,
+    /// checkpoint cadence, images, exposure, worker template and telemetry may change.
+    pub fn frozen_changes(&self, running: &TrainingRunSpec) -> Problems {
+        let mut p = Problems::default();
+        let frozen =
+            "cannot change on a running run: delete and recreate the TrainingRun to change it";
+        p.check(self.model != running.model, "spec.model", || frozen.into());
+        p.check(self.data != running.data, "spec.data", || frozen.into());
+        p.check(
+            self.inner_optimizer != running.inner_optimizer,
+            "spec.innerOptimizer",
+            || frozen.into(),
+        );
+        p.check(
+            self.outer_optimizer != running.outer_optimizer,
+            "spec.outerOptimizer",
+            || frozen.into(),
+        );
+        p.check(
+            self.compression != running.compression,
+            "spec.compression",
+            || frozen.into(),
+        );
+        p.check(self.seed != running.seed, "spec.seed", || frozen.into());
+        p.check(self.stop != running.stop, "spec.stop", || frozen.into());
+        // With a token budget the run's length follows maxPeers, and the schedule with it.
+        let length = |s: &TrainingRunSpec| s.total_rounds().ok().flatten();
+        p.check(
+            self.stop == running.stop && length(self) != length(running),
+            "spec.participation.maxPeers",
+            || "cannot change while stop.totalTokens sets the run's length".into(),
+        );
+        p.check(
+            self.coordinator.port != running.coordinator.port
+                || self.coordinator.storage != running.coordinator.storage,
+            "spec.coordinator",
+            || "port and storage cannot change on a running run".into(),
+        );
+        p
+    }
+}
+
 /// Whether `key` is an ed25519 public key in hex (64 lowercase hex digits).
 pub fn is_public_key(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -363,6 +408,9 @@ pub struct TrainingRunStatus {
     /// Peers rejected or excluded in the last round.
     #[serde(default)]
     pub rejected_peers: u32,
+    /// Joined peers that no in-cluster Contributor runs: external machines anywhere.
+    #[serde(default)]
+    pub external_peers: u32,
     /// Where peers reach the coordinator (`host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator_endpoint: Option<String>,

@@ -37,8 +37,6 @@ pub struct CheckpointSpec {
     /// Newest checkpoints kept; older ones are deleted (ours).
     #[schemars(range(min = 1))]
     pub keep: u32,
-    /// Volume for checkpoints (ours: 10Gi; a 72B model needs far more).
-    pub storage: StorageSpec,
 }
 
 impl Default for CheckpointSpec {
@@ -46,7 +44,6 @@ impl Default for CheckpointSpec {
         Self {
             every_rounds: 10,
             keep: 3,
-            storage: StorageSpec::of("10Gi"),
         }
     }
 }
@@ -63,7 +60,8 @@ pub struct CoordinatorSpec {
     /// gRPC port.
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
-    /// Volume for the log of aggregates that late joiners replay.
+    /// The coordinator's volume: its store of rounds, aggregates and checkpoints (ours: 10Gi;
+    /// a 72B model's checkpoints need far more).
     pub storage: StorageSpec,
 }
 
@@ -73,7 +71,7 @@ impl Default for CoordinatorSpec {
             image: None,
             exposure: Exposure::None,
             port: 50051,
-            storage: StorageSpec::of("1Gi"),
+            storage: StorageSpec::of("10Gi"),
         }
     }
 }

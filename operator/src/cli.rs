@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Prints the CustomResourceDefinitions this operator serves, as YAML for `kubectl apply -f -`.
     Crds,
+    /// Runs the Kubernetes controller of TrainingRuns and Contributors.
+    Controller(ControllerArgs),
     /// Runs one TrainingRun's coordinator: the exchange gRPC server, its rounds and its store.
     Coordinator(CoordinatorArgs),
 }
@@ -41,6 +43,36 @@ pub struct CoordinatorArgs {
     pub listen: SocketAddr,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "TRIBUTARY_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// This replica's name: the leader lease holder and the events' reporting instance.
+    #[arg(long, env = "TRIBUTARY_IDENTITY", default_value = "tributary-operator")]
+    pub identity: String,
+    /// Namespace of the leader lease; without it there is no leader election (one replica only).
+    #[arg(long, env = "TRIBUTARY_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    #[arg(long, default_value = "tributary-operator")]
+    pub lease_name: String,
+    /// Seconds a leader's lease lasts without renewal (at least 3).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub lease_duration_seconds: u64,
+    /// Image of coordinators whose TrainingRun names none.
+    #[arg(long, env = "TRIBUTARY_COORDINATOR_IMAGE", default_value = concat!("ghcr.io/tributary-dev/tributary-operator:", env!("CARGO_PKG_VERSION")))]
+    pub coordinator_image: String,
+    /// Image of workers whose Contributor and TrainingRun name none.
+    #[arg(long, env = "TRIBUTARY_WORKER_IMAGE", default_value = concat!("ghcr.io/tributary-dev/tributary-worker:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+    /// Where `/metrics` and `/healthz` are served.
+    #[arg(long, env = "TRIBUTARY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// Seconds between status refreshes of a live run.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub poll_seconds: u64,
+}
+
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
@@ -51,6 +83,28 @@ impl Cli {
                     .collect();
                 print!("{}", docs.join("---\n"));
                 Ok(())
+            }
+            Command::Controller(args) => {
+                tributary_telemetry::init_logging();
+                let settings = crate::controller::Settings {
+                    namespace: args.namespace,
+                    leader_election: args.leader_election_namespace.map(|namespace| {
+                        crate::controller::LeaseSettings {
+                            namespace,
+                            name: args.lease_name,
+                            duration_seconds: args.lease_duration_seconds,
+                        }
+                    }),
+                    identity: args.identity,
+                    images: crate::controller::Images {
+                        coordinator: args.coordinator_image,
+                        worker: args.worker_image,
+                    },
+                    metrics_addr: args.metrics_addr,
+                    poll: std::time::Duration::from_secs(args.poll_seconds),
+                };
+                let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+                runtime.block_on(crate::controller::run(settings))
             }
             Command::Coordinator(args) => {
                 tributary_telemetry::init_logging();

@@ -2,6 +2,7 @@
 //! per-run coordinator that runs a run's rounds.
 
 pub mod cli;
+pub mod controller;
 pub mod coordinator;
 mod error;
 

@@ -269,7 +269,7 @@ async fn a_round_runs_over_grpc_and_a_restart_continues_from_the_store() {
     let coordinator = Coordinator::start(dir.path(), spec(2, 2)).await;
     let mut c = coordinator.client().await;
     let status = c
-        .get_status(GetStatusRequest {})
+        .get_status(GetStatusRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -390,7 +390,7 @@ async fn hostile_streams_are_refused_with_a_reason_and_the_round_goes_on() {
     };
     assert_eq!(published.contributions, 2);
     let status = c
-        .get_status(GetStatusRequest {})
+        .get_status(GetStatusRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -441,7 +441,17 @@ fn a_data_directory_belongs_to_one_run() {
     let other = Shared::open(RunConfig::new("other", spec(1, 2)).unwrap(), dir.path());
     let err = other.err().unwrap().to_string();
     assert!(err.contains("holds run"), "{err}");
-    let changed = Shared::open(RunConfig::new(RUN, spec(1, 3)).unwrap(), dir.path());
+    // Participation may change between starts: the run resumes with the new policy.
+    let resumed = Shared::open(RunConfig::new(RUN, spec(1, 3)).unwrap(), dir.path()).unwrap();
+    assert_eq!(resumed.run.spec.participation.max_peers, 3);
+    drop(resumed);
+    // What shapes training may not: the store refuses, naming the field.
+    let mut reseeded = spec(1, 3);
+    reseeded.seed = 99;
+    let changed = Shared::open(RunConfig::new(RUN, reseeded).unwrap(), dir.path());
     let err = changed.err().unwrap().to_string();
-    assert!(err.contains("different spec"), "{err}");
+    assert!(
+        err.contains("different spec") && err.contains("spec.seed"),
+        "{err}"
+    );
 }

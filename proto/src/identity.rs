@@ -52,12 +52,18 @@ impl Identity {
             path: shown.clone(),
             source,
         })?;
-        let bad = || IdentityError::BadKeyFile {
-            path: shown.clone(),
-        };
-        let bytes = hex::decode(text.trim()).map_err(|_| bad())?;
-        let seed: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
-        Ok(Self::from_seed(seed))
+        Self::from_hex(&text).ok_or(IdentityError::BadKeyFile { path: shown })
+    }
+
+    /// A key from the text of a key file: 64 hex digits of seed, surrounding whitespace allowed.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let seed: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
+        Some(Self::from_seed(seed))
+    }
+
+    /// The key file's text (64 hex digits of seed and a newline), as `save` writes it.
+    pub fn to_hex(&self) -> String {
+        format!("{}\n", hex::encode(self.key.to_bytes()))
     }
 
     /// Writes the key file (mode 0600 on Unix) through a temporary file, so a crash never
@@ -84,7 +90,7 @@ impl Identity {
                 opts.mode(0o600);
             }
             let mut f = opts.open(&tmp).map_err(io)?;
-            writeln!(f, "{}", hex::encode(self.key.to_bytes())).map_err(io)?;
+            f.write_all(self.to_hex().as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(io)

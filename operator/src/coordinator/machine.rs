@@ -138,6 +138,11 @@ impl Coordinator {
     }
 
     /// A run that ends after `rounds` published aggregates.
+    /// New participation settings for a resumed run; they apply from the next event on.
+    pub fn reconfigure(&mut self, policy: RoundPolicy) {
+        self.policy = policy;
+    }
+
     pub fn with_round_limit(mut self, rounds: Option<u64>) -> Self {
         self.round_limit = rounds;
         self

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use tokio::sync::broadcast;
 use tracing::{error, info, info_span, warn};
 use tributary_codec::{Aggregator, ContributionView, encode_aggregate};
+use tributary_crds::TrainingRunSpec;
 use tributary_proto::identity;
 use tributary_proto::v1alpha1::{
     AggregatePublished, RoundEvent, RoundOpened, RoundSkipped, round_event,
@@ -94,12 +95,29 @@ impl Shared {
                         run.run_id
                     );
                 }
+                let mut machine = machine;
                 if record.spec_json != spec_json {
-                    bail!(
-                        "{} holds run {:?} with a different spec; a running run's spec cannot change here",
-                        data_dir.display(),
-                        run.run_id
-                    );
+                    // Participation and operational fields may change between starts; what
+                    // shapes training may not.
+                    let stored: TrainingRunSpec = serde_json::from_str(&record.spec_json)
+                        .context("the store's spec does not parse")?;
+                    let refused = run.spec.frozen_changes(&stored);
+                    if !refused.is_empty() {
+                        bail!(
+                            "{} holds run {:?} with a different spec: {refused}",
+                            data_dir.display(),
+                            run.run_id
+                        );
+                    }
+                    machine.reconfigure(run.policy.clone());
+                    store.init(
+                        &RunRecord {
+                            run_id: run.run_id.clone(),
+                            spec_json: spec_json.clone(),
+                        },
+                        &machine,
+                    )?;
+                    info!(run = %run.run_id, "spec changed: new participation settings apply");
                 }
                 info!(
                     run = %run.run_id,

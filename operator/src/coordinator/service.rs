@@ -540,9 +540,13 @@ impl Exchange for ExchangeService {
 
     async fn get_status(
         &self,
-        _request: Request<GetStatusRequest>,
+        request: Request<GetStatusRequest>,
     ) -> Result<Response<RunStatus>, Status> {
         let history = self.shared.store.rounds(0).map_err(internal)?;
+        let shown = match request.get_ref().history_limit as usize {
+            0 => &history[..],
+            limit => &history[history.len().saturating_sub(limit)..],
+        };
         let core = self.shared.lock();
         let machine = &core.machine;
         let phase = match machine.phase() {
@@ -589,7 +593,7 @@ impl Exchange for ExchangeService {
             bytes_received: self.shared.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.shared.bytes_sent.load(Ordering::Relaxed),
             model_version: machine.model_version(),
-            history: history
+            history: shown
                 .iter()
                 .map(|r| RoundSummary {
                     round: r.round,

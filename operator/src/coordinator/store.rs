@@ -317,7 +317,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Records the run a fresh store belongs to, with the initial machine.
+    /// Records the run the store belongs to (at the start, or after an allowed spec change),
+    /// with the machine.
     pub fn init(&self, run: &RunRecord, machine: &Coordinator) -> Result<()> {
         let run = self.json("run", run)?;
         self.write_with_machine(machine, |tx| {

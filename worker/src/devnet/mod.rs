@@ -259,7 +259,7 @@ async fn watch(
                 );
             }
         }
-        let status = match client.get_status(GetStatusRequest {}).await {
+        let status = match client.get_status(GetStatusRequest::default()).await {
             Ok(s) => s.into_inner(),
             Err(e) => {
                 bar.set_message(format!("coordinator unavailable: {}", e.message()));

@@ -1,0 +1,530 @@
+//! The objects the operator owns, built from a TrainingRun or a Contributor. Pure: no API calls,
+//! so every field is unit-tested and server-side apply sends exactly what is built here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+use tributary_crds::{Contributor, Exposure, TrainingRun};
+
+/// Label every object we create carries; owned-object watches select on it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tributary-operator");
+pub const RUN_LABEL: &str = "tributary.dev/run";
+pub const CONTRIBUTOR_LABEL: &str = "tributary.dev/contributor";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Pod annotation holding the SHA-256 of the run's config, so a config change rolls the pod.
+pub const CONFIG_HASH: &str = "tributary.dev/config-sha256";
+
+pub const CONFIG_DIR: &str = "/etc/tributary";
+pub const RUN_FILE: &str = "run.yaml";
+pub const DATA_DIR: &str = "/var/lib/tributary";
+pub const KEYS_DIR: &str = "/var/run/tributary/keys";
+pub const GPU: &str = "nvidia.com/gpu";
+/// The non-root user our images run as; volumes are group-owned by it so the key files
+/// (mode 0400) and the coordinator's store are readable and writable without root.
+pub const IMAGE_USER: i64 = 65532;
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(IMAGE_USER),
+        run_as_group: Some(IMAGE_USER),
+        fs_group: Some(IMAGE_USER),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Images used when a spec names none.
+#[derive(Debug, Clone)]
+pub struct Images {
+    pub coordinator: String,
+    pub worker: String,
+}
+
+/// Names of a run's children.
+pub fn config_map_name(run: &str) -> String {
+    format!("{run}-run")
+}
+pub fn coordinator_name(run: &str) -> String {
+    format!("{run}-coordinator")
+}
+pub fn keys_secret_name(contributor: &str) -> String {
+    format!("{contributor}-keys")
+}
+
+/// In-cluster address of a run's coordinator (`host:port`).
+pub fn coordinator_endpoint(run: &TrainingRun) -> String {
+    format!(
+        "{}.{}.svc:{}",
+        coordinator_name(&run.name_any_or_empty()),
+        run.namespace_or_default(),
+        run.spec.coordinator.port
+    )
+}
+
+trait NameOrEmpty {
+    fn name_any_or_empty(&self) -> String;
+    fn namespace_or_default(&self) -> String;
+}
+
+impl<K: Resource> NameOrEmpty for K {
+    fn name_any_or_empty(&self) -> String {
+        self.meta().name.clone().unwrap_or_default()
+    }
+    fn namespace_or_default(&self) -> String {
+        self.meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+/// The controller owner reference pointing at `owner`.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    owner.controller_owner_ref(&())
+}
+
+fn label_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn run_labels(run: &str, component: &str) -> BTreeMap<String, String> {
+    label_map(&[
+        ("app.kubernetes.io/name", "tributary"),
+        MANAGED_BY,
+        ("app.kubernetes.io/instance", run),
+        (RUN_LABEL, run),
+        (COMPONENT_LABEL, component),
+    ])
+}
+
+fn meta(
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    owner: Option<OwnerReference>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace),
+        labels: Some(labels),
+        owner_references: owner.map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The manifest the coordinator reads: the run as `kubectl apply` would see it, without status.
+pub fn run_manifest(run: &TrainingRun) -> Result<String, serde_yaml::Error> {
+    let manifest = serde_json::json!({
+        "apiVersion": "tributary.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": { "name": run.name_any_or_empty() },
+        "spec": run.spec,
+    });
+    serde_yaml::to_string(&manifest)
+}
+
+pub fn config_map(run: &TrainingRun, manifest: &str) -> ConfigMap {
+    let name = run.name_any_or_empty();
+    ConfigMap {
+        metadata: meta(
+            config_map_name(&name),
+            run.namespace_or_default(),
+            run_labels(&name, "config"),
+            owner_ref(run),
+        ),
+        data: Some(BTreeMap::from([(RUN_FILE.to_owned(), manifest.to_owned())])),
+        ..ConfigMap::default()
+    }
+}
+
+pub fn coordinator_pvc(run: &TrainingRun) -> PersistentVolumeClaim {
+    let name = run.name_any_or_empty();
+    let storage = &run.spec.coordinator.storage;
+    PersistentVolumeClaim {
+        metadata: meta(
+            coordinator_name(&name),
+            run.namespace_or_default(),
+            run_labels(&name, "coordinator"),
+            owner_ref(run),
+        ),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".into(), storage.size.clone())])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+pub fn config_hash(manifest: &str) -> String {
+    hex::encode(Sha256::digest(manifest.as_bytes()))
+}
+
+pub fn coordinator_deployment(run: &TrainingRun, images: &Images, manifest: &str) -> Deployment {
+    let name = run.name_any_or_empty();
+    let coordinator = &run.spec.coordinator;
+    let labels = run_labels(&name, "coordinator");
+    let selector = label_map(&[(RUN_LABEL, &name), (COMPONENT_LABEL, "coordinator")]);
+    let mut env = vec![field_env("POD_IP", "status.podIP")];
+    if let Some(endpoint) = &run.spec.telemetry.otlp_endpoint {
+        env.push(EnvVar {
+            name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            value: Some(endpoint.clone()),
+            ..EnvVar::default()
+        });
+    }
+    env.push(EnvVar {
+        name: "OTEL_SERVICE_NAME".into(),
+        value: Some(format!("{}-coordinator", run.spec.telemetry.service_name)),
+        ..EnvVar::default()
+    });
+    let port = i32::from(coordinator.port);
+    let container = Container {
+        name: "coordinator".into(),
+        image: Some(
+            coordinator
+                .image
+                .clone()
+                .unwrap_or_else(|| images.coordinator.clone()),
+        ),
+        command: Some(vec!["tributary-operator".into()]),
+        args: Some(vec![
+            "coordinator".into(),
+            "--run".into(),
+            format!("{CONFIG_DIR}/{RUN_FILE}"),
+            "--data-dir".into(),
+            DATA_DIR.into(),
+            "--listen".into(),
+            format!("$(POD_IP):{port}"),
+        ]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("grpc".into()),
+            container_port: port,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("grpc".into()),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(5),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("config", CONFIG_DIR, true),
+            mount("data", DATA_DIR, false),
+        ]),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security()),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map_name(&name),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: coordinator_name(&name),
+                    ..PersistentVolumeClaimVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    };
+    Deployment {
+        metadata: meta(
+            coordinator_name(&name),
+            run.namespace_or_default(),
+            labels.clone(),
+            owner_ref(run),
+        ),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // One writer of the store at a time: the old pod is gone before the new one starts.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..DeploymentStrategy::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH.to_owned(),
+                        config_hash(manifest),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+pub fn coordinator_service(run: &TrainingRun) -> Service {
+    let name = run.name_any_or_empty();
+    let port = i32::from(run.spec.coordinator.port);
+    let type_ = match run.spec.coordinator.exposure {
+        Exposure::None => "ClusterIP",
+        Exposure::NodePort => "NodePort",
+        Exposure::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: meta(
+            coordinator_name(&name),
+            run.namespace_or_default(),
+            run_labels(&name, "coordinator"),
+            owner_ref(run),
+        ),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(label_map(&[
+                (RUN_LABEL, &name),
+                (COMPONENT_LABEL, "coordinator"),
+            ])),
+            ports: Some(vec![ServicePort {
+                name: Some("grpc".into()),
+                port,
+                target_port: Some(IntOrString::String("grpc".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Pod names of a Contributor's StatefulSet, in ordinal order.
+pub fn pod_names(contributor: &str, replicas: i32) -> Vec<String> {
+    (0..replicas.max(0))
+        .map(|i| format!("{contributor}-{i}"))
+        .collect()
+}
+
+/// The Contributor's key Secret holding `keys` (pod name → 64 hex digits of seed).
+pub fn keys_secret(contributor: &Contributor, keys: &BTreeMap<String, String>) -> Secret {
+    let name = contributor.name_any_or_empty();
+    Secret {
+        metadata: meta(
+            keys_secret_name(&name),
+            contributor.namespace_or_default(),
+            contributor_labels(contributor),
+            owner_ref(contributor),
+        ),
+        type_: Some("Opaque".into()),
+        data: Some(
+            keys.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+fn contributor_labels(contributor: &Contributor) -> BTreeMap<String, String> {
+    let name = contributor.name_any_or_empty();
+    let mut l = run_labels(&contributor.spec.training_run, "worker");
+    l.insert(CONTRIBUTOR_LABEL.into(), name);
+    l
+}
+
+/// The label selector of a Contributor's pods (its scale subresource reports it).
+pub fn contributor_selector(contributor: &str) -> String {
+    format!("{CONTRIBUTOR_LABEL}={contributor}")
+}
+
+/// The worker StatefulSet of an in-cluster Contributor joining `run`.
+pub fn worker_statefulset(
+    contributor: &Contributor,
+    run: &TrainingRun,
+    images: &Images,
+    replicas: i32,
+) -> StatefulSet {
+    let name = contributor.name_any_or_empty();
+    let spec = &contributor.spec;
+    let template = &run.spec.worker_template;
+    let run_name = run.name_any_or_empty();
+    let labels = contributor_labels(contributor);
+    let keys_secret = spec
+        .key_secret_ref
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| keys_secret_name(&name));
+    let mut resources = spec
+        .resources
+        .clone()
+        .or_else(|| template.resources.clone())
+        .unwrap_or_default();
+    let gpus = spec.gpus_per_worker_or(template.gpus_per_worker);
+    if gpus > 0 {
+        let gpu = Quantity(gpus.to_string());
+        resources
+            .limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU.into(), gpu.clone());
+        resources
+            .requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU.into(), gpu);
+    }
+    let mut env = vec![field_env("POD_NAME", "metadata.name")];
+    env.extend(template.env.iter().cloned());
+    if let Some(endpoint) = &run.spec.telemetry.otlp_endpoint {
+        env.push(EnvVar {
+            name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            value: Some(endpoint.clone()),
+            ..EnvVar::default()
+        });
+    }
+    let container = Container {
+        name: "worker".into(),
+        image: Some(
+            spec.image
+                .clone()
+                .or_else(|| template.image.clone())
+                .unwrap_or_else(|| images.worker.clone()),
+        ),
+        image_pull_policy: template.image_pull_policy.map(|p| p.as_str().to_owned()),
+        command: Some(vec!["tributary-worker".into()]),
+        args: Some(vec![
+            "join".into(),
+            "--coordinator".into(),
+            format!("http://{}", coordinator_endpoint(run)),
+            "--run-id".into(),
+            run_name.clone(),
+            "--key".into(),
+            format!("{KEYS_DIR}/$(POD_NAME)"),
+            "--data-dir".into(),
+            DATA_DIR.into(),
+        ]),
+        env: Some(env),
+        resources: (resources != ResourceRequirements::default()).then_some(resources),
+        volume_mounts: Some(vec![
+            mount("keys", KEYS_DIR, true),
+            mount("data", DATA_DIR, false),
+        ]),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security()),
+        node_selector: Some(if spec.node_selector.is_empty() {
+            template.node_selector.clone()
+        } else {
+            spec.node_selector.clone()
+        })
+        .filter(|s| !s.is_empty()),
+        tolerations: Some(if spec.tolerations.is_empty() {
+            template.tolerations.clone()
+        } else {
+            spec.tolerations.clone()
+        })
+        .filter(|t| !t.is_empty()),
+        volumes: Some(vec![
+            Volume {
+                name: "keys".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(keys_secret),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "data".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    };
+    StatefulSet {
+        metadata: meta(
+            name.clone(),
+            contributor.namespace_or_default(),
+            labels.clone(),
+            owner_ref(contributor),
+        ),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(name.clone()),
+            // Workers are independent peers: start and stop them all at once.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(label_map(&[(CONTRIBUTOR_LABEL, &name)])),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}

@@ -1,0 +1,252 @@
+//! Reconciles a Contributor: its peer keys, its worker StatefulSet (the scale subresource drives
+//! its replicas) and its status; an external Contributor only records a peer run elsewhere.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use tributary_crds::{Contributor, ContributorStatus, PeerScore, RunPhase, TrainingRun};
+use tributary_proto::identity::{Identity, peer_id};
+
+use super::children::{self, contributor_selector, keys_secret_name, pod_names};
+use super::keys;
+use super::{Context, MANAGER, ReconcileError, apply, apply_status};
+
+pub const CONTROLLER: &str = "contributor";
+
+pub async fn reconcile(
+    contributor: Arc<Contributor>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let ns = contributor
+        .namespace()
+        .ok_or(ReconcileError::NotNamespaced)?;
+    let name = contributor.name_any();
+    let spec = &contributor.spec;
+    let invalid = spec.validate();
+    let runs: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let run = runs.get_opt(&spec.training_run).await?;
+    if let Some(run) = &run {
+        adopt(&contributor, run, &ctx, &ns).await?;
+    }
+    let run_phase = run.as_ref().and_then(|r| r.status.as_ref()?.phase);
+    // Workers of a finished (or impossible) run would only restart and exit: run none.
+    let (wanted, blocker) = match (&run, run_phase) {
+        _ if !invalid.is_empty() => (0, Some(("InvalidSpec", invalid.to_string()))),
+        (None, _) => (
+            0,
+            Some((
+                "RunNotFound",
+                format!("TrainingRun {:?} does not exist in {ns}", spec.training_run),
+            )),
+        ),
+        (Some(_), Some(RunPhase::Succeeded)) => {
+            (0, Some(("RunFinished", "the run has finished".to_owned())))
+        }
+        (Some(_), Some(RunPhase::Failed)) => {
+            (0, Some(("RunFailed", "the run has failed".to_owned())))
+        }
+        _ => (spec.pods_wanted(), None),
+    };
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let (peer_ids, ready, replicas) = if let Some(external) = &spec.external {
+        let ids = hex_key(&external.public_key)
+            .map(|k| vec![peer_id(&k)])
+            .unwrap_or_default();
+        (ids, 0, 0)
+    } else {
+        let pods = pod_names(&name, spec.replicas);
+        let ids = ensure_keys(&contributor, &ctx, &ns, &pods).await?;
+        let sts = match &run {
+            Some(run) => {
+                let desired = children::worker_statefulset(&contributor, run, &ctx.images, wanted);
+                Some(apply(&statefulsets, &desired).await?)
+            }
+            // The run is gone: stop the workers, keep the object for when it returns.
+            None => match statefulsets.get_opt(&name).await? {
+                Some(_) => Some(
+                    statefulsets
+                        .patch(
+                            &name,
+                            &PatchParams {
+                                field_manager: Some(MANAGER.into()),
+                                ..PatchParams::default()
+                            },
+                            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+                        )
+                        .await?,
+                ),
+                None => None,
+            },
+        };
+        let observed = sts.as_ref().and_then(|s| s.status.as_ref());
+        let ready = observed.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let replicas = observed.map_or(0, |s| s.replicas);
+        (ids, ready, replicas)
+    };
+
+    let scores = match &run {
+        Some(run) if !peer_ids.is_empty() => scores(&ctx, run, &peer_ids).await?,
+        _ => Vec::new(),
+    };
+    let status = ContributorStatus {
+        replicas,
+        ready_replicas: ready,
+        peer_ids,
+        scores,
+        conditions: vec![ready_condition(
+            &contributor,
+            blocker,
+            ready,
+            wanted,
+            spec.external.is_some(),
+        )],
+        observed_generation: contributor.metadata.generation,
+        selector: spec.external.is_none().then(|| contributor_selector(&name)),
+    };
+    if contributor.status.as_ref() != Some(&status) {
+        let api: Api<Contributor> = Api::namespaced(ctx.client.clone(), &ns);
+        apply_status(&api, &name, "Contributor", &status).await?;
+    }
+    Ok(Action::requeue(ctx.poll))
+}
+
+fn hex_key(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
+/// Makes the run own its Contributors (not as controller): deleting a run deletes them, and
+/// with them their workers and keys.
+async fn adopt(
+    contributor: &Contributor,
+    run: &TrainingRun,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(), ReconcileError> {
+    let Some(uid) = run.uid() else {
+        return Ok(());
+    };
+    let owned = contributor.owner_references().iter().any(|o| o.uid == uid);
+    if owned {
+        return Ok(());
+    }
+    let reference = OwnerReference {
+        api_version: TrainingRun::api_version(&()).into_owned(),
+        kind: TrainingRun::kind(&()).into_owned(),
+        name: run.name_any(),
+        uid,
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    };
+    let api: Api<Contributor> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({
+        "apiVersion": Contributor::api_version(&()),
+        "kind": Contributor::kind(&()),
+        "metadata": { "ownerReferences": [reference] },
+    });
+    api.patch(
+        &contributor.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Makes sure every pod has a key and returns the peer ids, in pod order.
+async fn ensure_keys(
+    contributor: &Contributor,
+    ctx: &Context,
+    ns: &str,
+    pods: &[String],
+) -> Result<Vec<String>, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    if let Some(own) = &contributor.spec.key_secret_ref {
+        // The user's Secret: read it, never write it.
+        let data = secrets
+            .get_opt(&own.name)
+            .await?
+            .and_then(|s| s.data)
+            .unwrap_or_default();
+        return Ok(keys::peer_ids_of_secret(&data, pods));
+    }
+    let name = keys_secret_name(&contributor.name_any());
+    let existing = secrets.get_opt(&name).await?;
+    let data = existing
+        .as_ref()
+        .and_then(|s| s.data.clone())
+        .unwrap_or_default();
+    let (all, grew) = keys::with_missing(&data, pods, Identity::generate);
+    if grew || existing.is_none() {
+        apply(&secrets, &children::keys_secret(contributor, &all)).await?;
+    }
+    Ok(keys::peer_ids(&all, pods))
+}
+
+/// The coordinator's view of these peers (score and exclusion), in the given order.
+async fn scores(
+    ctx: &Context,
+    run: &TrainingRun,
+    peers: &[String],
+) -> Result<Vec<PeerScore>, ReconcileError> {
+    let ns = run.namespace().ok_or(ReconcileError::NotNamespaced)?;
+    let (status, _) = super::training_run::coordinator_status(
+        ctx,
+        &ns,
+        &run.name_any(),
+        run.spec.coordinator.port,
+    )
+    .await?;
+    let Some(status) = status else {
+        return Ok(Vec::new());
+    };
+    Ok(peers
+        .iter()
+        .filter_map(|id| status.peers.iter().find(|p| &p.peer_id == id))
+        .map(|p| PeerScore {
+            peer_id: p.peer_id.clone(),
+            score: p.score,
+            round: p.last_round_submitted,
+            excluded: !p.active,
+        })
+        .collect())
+}
+
+fn ready_condition(
+    contributor: &Contributor,
+    blocker: Option<(&'static str, String)>,
+    ready: i32,
+    wanted: i32,
+    external: bool,
+) -> Condition {
+    let (ok, reason, message) = match blocker {
+        Some((reason, message)) => (false, reason, message),
+        None if external => (true, "External", "a peer outside the cluster".to_owned()),
+        None if ready >= wanted => (true, "AllReady", format!("{ready}/{wanted} workers ready")),
+        None => (false, "Scaling", format!("{ready}/{wanted} workers ready")),
+    };
+    let status = if ok { "True" } else { "False" };
+    let since = contributor
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == status)
+        .map_or_else(
+            || Time(Timestamp::now()),
+            |c| c.last_transition_time.clone(),
+        );
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: since,
+        observed_generation: contributor.metadata.generation,
+    }
+}
