@@ -1,0 +1,575 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Helm chart lints strictly, renders with the documented values, runs the operator with
+//! exactly the contract's flags and grants it exactly the contract's permissions.
+//!
+//! helm: `TRIBUTARY_HELM`, else `~/.cache/tributary/helm/helm`, else `scripts/setup-helm.sh`
+//! installs it there (from the npm registry).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const RELEASE: &str = "tributary";
+const RELEASE_NAMESPACE: &str = "tributary-system";
+const OVERRIDES: &str = "replicaCount=2,watchNamespace=team-a,otlpEndpoint=http://otel:4317";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        if let Some(path) = std::env::var_os("TRIBUTARY_HELM") {
+            return PathBuf::from(path);
+        }
+        let cache = std::env::var_os("TRIBUTARY_CACHE").map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/tributary"),
+            PathBuf::from,
+        );
+        let cached = cache.join("helm/helm");
+        if cached.is_file() {
+            return cached;
+        }
+        let setup = Command::new("bash")
+            .arg(repo_root().join("scripts/setup-helm.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            setup.status.success(),
+            "scripts/setup-helm.sh failed:\n{}",
+            String::from_utf8_lossy(&setup.stderr)
+        );
+        PathBuf::from(String::from_utf8(setup.stdout).unwrap().trim())
+    })
+}
+
+fn run_helm(args: &[&str]) -> Output {
+    Command::new(helm())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+/// `helm template` of the chart as release `tributary` in `tributary-system`, `--set` each of
+/// `sets`; the raw output, or helm's error message.
+fn template(sets: &[&str], extra: &[&str]) -> Result<String, String> {
+    let mut args = vec![
+        "template",
+        RELEASE,
+        "charts/tributary",
+        "--namespace",
+        RELEASE_NAMESPACE,
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(extra);
+    let out = run_helm(&args);
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The rendered objects of `helm template` with `sets`.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let yaml = template(sets, &[]).unwrap_or_else(|err| panic!("helm template {sets:?}: {err}"));
+    serde_yaml::Deserializer::from_str(&yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn all_of<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|doc| doc["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = all_of(docs, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
+    found[0]
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    all_of(docs, kind)
+        .into_iter()
+        .find(|doc| doc["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} named {name}"))
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+fn operator_container(docs: &[Value]) -> &Value {
+    let containers = &one(docs, "Deployment")["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers.as_array().unwrap().len(), 1);
+    &containers[0]
+}
+
+fn args(docs: &[Value]) -> Vec<&str> {
+    strings(&operator_container(docs)["args"])
+}
+
+/// (apiGroup, resource, verb) for every grant of a Role or ClusterRole; a rule may name nothing
+/// else (no resourceNames, no nonResourceURLs).
+fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let keys: BTreeSet<&str> = rule
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, BTreeSet::from(["apiGroups", "resources", "verbs"]));
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn expand(table: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for (group, resources, verbs) in table {
+        for resource in *resources {
+            for verb in *verbs {
+                out.insert((
+                    (*group).to_owned(),
+                    (*resource).to_owned(),
+                    (*verb).to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+const READ_WRITE: &[&str] = &[
+    "get", "list", "watch", "create", "patch", "update", "delete",
+];
+
+/// The operator contract's least-privilege rules for the objects it reconciles and creates.
+fn contract_workload_grants() -> BTreeSet<(String, String, String)> {
+    expand(&[
+        (
+            "tributary.dev",
+            &["trainingruns", "contributors"],
+            &["get", "list", "watch", "patch", "update"],
+        ),
+        (
+            "tributary.dev",
+            &["trainingruns/status", "contributors/status"],
+            &["get", "patch", "update"],
+        ),
+        (
+            "tributary.dev",
+            &["trainingruns/finalizers", "contributors/finalizers"],
+            &["update"],
+        ),
+        ("apps", &["deployments", "statefulsets"], READ_WRITE),
+        (
+            "",
+            &[
+                "services",
+                "configmaps",
+                "persistentvolumeclaims",
+                "secrets",
+            ],
+            READ_WRITE,
+        ),
+        ("", &["pods"], &["get", "list", "watch"]),
+        ("events.k8s.io", &["events"], &["create", "patch"]),
+        ("", &["events"], &["create", "patch"]),
+    ])
+}
+
+fn contract_lease_grants() -> BTreeSet<(String, String, String)> {
+    expand(&[(
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update", "patch"],
+    )])
+}
+
+fn assert_no_wildcards(docs: &[Value]) {
+    for doc in docs {
+        if doc["kind"] == "Role" || doc["kind"] == "ClusterRole" {
+            for rule in doc["rules"].as_array().unwrap() {
+                for field in ["apiGroups", "resources", "verbs"] {
+                    assert!(
+                        !strings(&rule[field]).contains(&"*"),
+                        "wildcard {field} in {}",
+                        doc["metadata"]["name"]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The args of the contract's `tributary-operator controller` with the chart's defaults.
+fn default_args() -> Vec<&'static str> {
+    vec![
+        "controller",
+        "--identity",
+        "$(POD_NAME)",
+        "--leader-election-namespace",
+        "$(POD_NAMESPACE)",
+        "--lease-name",
+        "tributary-operator",
+        "--lease-duration-seconds",
+        "15",
+        "--coordinator-image",
+        "ghcr.io/tributary-dev/tributary-operator:0.1.0",
+        "--worker-image",
+        "ghcr.io/tributary-dev/tributary-worker:0.1.0",
+        "--metrics-addr",
+        "$(POD_IP):9090",
+    ]
+}
+
+const LEADER_ELECTION_FLAGS: [&str; 3] = [
+    "--leader-election-namespace",
+    "--lease-name",
+    "--lease-duration-seconds",
+];
+
+#[test]
+fn chart_lints_strictly_with_defaults_and_overrides() {
+    for sets in [&[][..], &[OVERRIDES][..]] {
+        let mut args = vec!["lint", "--strict", "charts/tributary"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = run_helm(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("0 chart(s) failed"),
+            "helm lint --strict {sets:?}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn defaults_run_one_controller_with_the_contract_flags() {
+    let docs = render(&[]);
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(deployment["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = operator_container(&docs);
+    assert_eq!(
+        container["image"],
+        "ghcr.io/tributary-dev/tributary-operator:0.1.0"
+    );
+    assert_eq!(container["command"], json!(["tributary-operator"]));
+    assert_eq!(args(&docs), default_args());
+
+    let env: BTreeMap<&str, &Value> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|var| {
+            (
+                var["name"].as_str().unwrap(),
+                &var["valueFrom"]["fieldRef"]["fieldPath"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        BTreeMap::from([
+            ("POD_NAME", &json!("metadata.name")),
+            ("POD_NAMESPACE", &json!("metadata.namespace")),
+            ("POD_IP", &json!("status.podIP")),
+        ]),
+        "no OTEL_EXPORTER_OTLP_ENDPOINT unless otlpEndpoint is set"
+    );
+
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}])
+    );
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"],
+            json!({"path": "/healthz", "port": "metrics"}),
+            "{probe}"
+        );
+    }
+
+    // Non-root, read-only, no capabilities.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+
+    // The pod runs as the chart's ServiceAccount, which the bindings name.
+    let account = one(&docs, "ServiceAccount");
+    assert_eq!(account["metadata"]["name"], RELEASE);
+    assert_eq!(pod["serviceAccountName"], RELEASE);
+    for binding in [one(&docs, "ClusterRoleBinding"), one(&docs, "RoleBinding")] {
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NAMESPACE}])
+        );
+    }
+}
+
+#[test]
+fn overrides_run_two_replicas_on_one_namespace_with_otlp() {
+    let docs = render(&[OVERRIDES]);
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
+    let mut expected = default_args();
+    expected.extend(["--namespace", "team-a"]);
+    assert_eq!(args(&docs), expected);
+    let env = operator_container(&docs)["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel:4317"})),
+        "{env:?}"
+    );
+
+    // Watching one namespace: the workload rules are a Role there, nothing cluster-wide.
+    assert!(all_of(&docs, "ClusterRole").is_empty());
+    assert!(all_of(&docs, "ClusterRoleBinding").is_empty());
+    let role = named(&docs, "Role", RELEASE);
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    assert_eq!(grants(role), contract_workload_grants());
+    let binding = named(&docs, "RoleBinding", RELEASE);
+    assert_eq!(binding["metadata"]["namespace"], "team-a");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RELEASE})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NAMESPACE}])
+    );
+    // The lease stays in the release namespace.
+    let lease_role = named(&docs, "Role", "tributary-leader-election");
+    assert_eq!(lease_role["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_no_wildcards(&docs);
+}
+
+#[test]
+fn leader_election_flags_and_lease_role_exist_only_when_enabled() {
+    let off = render(&["leaderElection.enabled=false"]);
+    let off_args = args(&off);
+    for flag in LEADER_ELECTION_FLAGS {
+        assert!(!off_args.contains(&flag), "{flag} in {off_args:?}");
+    }
+    assert_eq!(&off_args[..3], ["controller", "--identity", "$(POD_NAME)"]);
+    assert!(all_of(&off, "Role").is_empty());
+    assert!(all_of(&off, "RoleBinding").is_empty());
+
+    let on = render(&["leaderElection.leaseDurationSeconds=30"]);
+    let on_args = args(&on);
+    for flag in LEADER_ELECTION_FLAGS {
+        assert!(on_args.contains(&flag), "{flag} missing from {on_args:?}");
+    }
+    let after = |flag: &str| on_args[on_args.iter().position(|a| *a == flag).unwrap() + 1];
+    assert_eq!(after("--leader-election-namespace"), "$(POD_NAMESPACE)");
+    assert_eq!(after("--lease-name"), "tributary-operator");
+    assert_eq!(after("--lease-duration-seconds"), "30");
+}
+
+#[test]
+fn several_replicas_without_leader_election_are_refused() {
+    let err = template(&["replicaCount=2,leaderElection.enabled=false"], &[]).unwrap_err();
+    assert!(
+        err.contains("replicaCount > 1 needs leaderElection.enabled=true"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rbac_grants_exactly_the_contract_and_no_wildcards() {
+    let docs = render(&[]);
+    let cluster_role = one(&docs, "ClusterRole");
+    assert_eq!(cluster_role["metadata"]["name"], RELEASE);
+    assert_eq!(grants(cluster_role), contract_workload_grants());
+    assert_eq!(
+        one(&docs, "ClusterRoleBinding")["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": RELEASE})
+    );
+
+    let lease_role = one(&docs, "Role");
+    assert_eq!(lease_role["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(grants(lease_role), contract_lease_grants());
+    let lease_binding = one(&docs, "RoleBinding");
+    assert_eq!(lease_binding["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(
+        lease_binding["roleRef"]["name"],
+        lease_role["metadata"]["name"]
+    );
+    assert_no_wildcards(&docs);
+}
+
+#[test]
+fn metrics_service_selects_only_the_operator_pods() {
+    let docs = render(&[]);
+    let service = one(&docs, "Service");
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}])
+    );
+    let annotations = &service["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "9090");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    // Coordinator and worker pods share app.kubernetes.io/name: tributary; the component
+    // keeps them out of the operator's selector.
+    let selector = &service["spec"]["selector"];
+    assert_eq!(selector["app.kubernetes.io/component"], "operator");
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], selector);
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in selector.as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "pod label {key}");
+    }
+    for doc in &docs {
+        let labels = &doc["metadata"]["labels"];
+        assert_eq!(
+            labels["app.kubernetes.io/name"], "tributary",
+            "{}",
+            doc["kind"]
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], RELEASE,
+            "{}",
+            doc["kind"]
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "Helm",
+            "{}",
+            doc["kind"]
+        );
+    }
+}
+
+#[test]
+fn image_values_reach_the_pod_and_the_controller_flags() {
+    let docs = render(&[
+        "image.operator.repository=registry.example/op,image.operator.tag=v2,image.worker.tag=cu13",
+    ]);
+    assert_eq!(operator_container(&docs)["image"], "registry.example/op:v2");
+    let args = args(&docs);
+    let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+    // The coordinator runs from the operator image.
+    assert_eq!(after("--coordinator-image"), "registry.example/op:v2");
+    assert_eq!(
+        after("--worker-image"),
+        "ghcr.io/tributary-dev/tributary-worker:cu13"
+    );
+}
+
+#[test]
+fn included_crds_are_byte_identical_to_the_committed_files() {
+    let crd_dir = repo_root().join("charts/tributary/crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&crd_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+
+    let with_crds = template(&[], &["--include-crds"]).unwrap();
+    for file in &files {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let committed = std::fs::read_to_string(file).unwrap();
+        // helm prints each file of crds/ verbatim after a `# Source:` line.
+        let block = format!("---\n# Source: tributary/crds/{name}\n{committed}\n");
+        assert!(
+            with_crds.contains(&block),
+            "helm template --include-crds does not carry {name} byte for byte"
+        );
+    }
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&with_crds)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .collect();
+    let crds: BTreeSet<&str> = all_of(&docs, "CustomResourceDefinition")
+        .iter()
+        .map(|crd| crd["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        crds,
+        BTreeSet::from(["contributors.tributary.dev", "trainingruns.tributary.dev"])
+    );
+
+    let without = render(&[]);
+    assert!(all_of(&without, "CustomResourceDefinition").is_empty());
+}
+
+#[test]
+fn values_schema_rejects_wrong_values_with_a_readable_message() {
+    for (set, message) in [
+        (
+            "replicaCount=abc",
+            "replicaCount: Invalid type. Expected: integer, given: string",
+        ),
+        (
+            "leaderElection.enabled=maybe",
+            "leaderElection.enabled: Invalid type. Expected: boolean, given: string",
+        ),
+        (
+            "metrics.port=0",
+            "metrics.port: Must be greater than or equal to 1",
+        ),
+        (
+            "watchNamespace=Team_A",
+            "watchNamespace: Does not match pattern",
+        ),
+        (
+            "otlpEndpoint=otel:4317",
+            "otlpEndpoint: Does not match pattern",
+        ),
+        (
+            "replicaCont=2",
+            "Additional property replicaCont is not allowed",
+        ),
+        (
+            "image.worker.pullPolicy=Always",
+            "image.worker: Additional property pullPolicy is not allowed",
+        ),
+    ] {
+        let Err(err) = template(&[set], &[]) else {
+            panic!("--set {set} was accepted");
+        };
+        assert!(
+            err.contains("values don't meet the specifications of the schema")
+                && err.contains(message),
+            "--set {set}: {err}"
+        );
+    }
+}
