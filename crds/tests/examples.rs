@@ -35,7 +35,7 @@ fn trainingrun_example_parses_and_validates() {
     assert!(run.spec.inner_steps() <= 10, "H must stay small for CPUs");
     let problems = run.spec.validate();
     assert!(problems.is_empty(), "{problems}");
-    assert_eq!(run.spec.total_rounds().unwrap(), Some(40));
+    assert_eq!(run.spec.total_rounds().unwrap(), Some(200));
     assert_eq!(run.spec.tokens_per_peer_round().unwrap(), 5 * 16 * 64);
 }
 
