@@ -25,12 +25,6 @@ impl MountTable {
         Self { entries }
     }
 
-    /// The local path for a container path, if it lies under a mount.
-    pub fn local(&self, container_path: &str) -> Option<PathBuf> {
-        let rewritten = self.rewrite(container_path);
-        (rewritten != container_path).then(|| PathBuf::from(rewritten))
-    }
-
     /// Rewrites every mount-path prefix of a path that starts a value or a word in it.
     pub fn rewrite(&self, value: &str) -> String {
         let bytes = value.as_bytes();
@@ -131,11 +125,6 @@ mod tests {
             t.rewrite("cat /etc/tributary/a '/var/lib/tributary' > out"),
             "cat /k/p/volumes/run/a '/k/pvc/ns_data' > out"
         );
-        assert_eq!(
-            t.local("/etc/tributary/x"),
-            Some(PathBuf::from("/k/p/volumes/run/x"))
-        );
-        assert_eq!(t.local("/tmp"), None);
     }
 
     #[test]
