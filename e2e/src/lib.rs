@@ -1,6 +1,8 @@
 //! End-to-end harness: runs the workspace's real binaries as local processes.
 
+pub mod cluster;
 pub mod devnet;
+pub mod kubelet;
 
 use std::path::PathBuf;
 
