@@ -172,6 +172,22 @@ fn field<'a>(log: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// Creates `kubelet-test-<label>-<unique>`.
+async fn create_namespace(client: &Client, label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let ns = format!("kubelet-test-{label}-{:x}", std::process::id() ^ nanos);
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    ns
+}
+
 /// Runs `body` in a fresh namespace with a kubelet for it; deletes the namespace afterwards,
 /// whether the body passed or not.
 fn run_test<F, Fut>(label: &str, body: F)
@@ -188,18 +204,8 @@ where
     runtime.block_on(async {
         let start = Instant::now();
         let client = cluster().await;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let ns = format!("kubelet-test-{label}-{:x}", std::process::id() ^ nanos);
+        let ns = create_namespace(&client, label).await;
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let namespace: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap();
         let root = tempfile::tempdir().unwrap();
         let kubelet = ProcessKubelet::start_with(
             client.clone(),
@@ -803,4 +809,96 @@ spec:
         .await;
         Ok(())
     });
+}
+
+#[test]
+fn dropping_the_kubelet_kills_its_processes() {
+    run_test("drop", |t| async move {
+        // A second kubelet, for a second namespace, which the test drops.
+        let ns = create_namespace(&t.client, "drop2").await;
+        let pods: Api<Pod> = Api::namespaced(t.client.clone(), &ns);
+        let outcome = AssertUnwindSafe(async {
+            let root = tempfile::tempdir().unwrap();
+            let kubelet = ProcessKubelet::start_with(
+                t.client.clone(),
+                NODE,
+                root.path(),
+                vec![],
+                Namespaces::Only(vec![ns.clone()]),
+            )
+            .await
+            .unwrap();
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "orphan"},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "c", "image": "busybox",
+                        "command": ["/bin/sh", "-c", "sleep 300 & while :; do sleep 1; done"]}],
+                },
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+            wait_for("the pod Ready", Duration::from_secs(20), || async {
+                pods.get_opt("orphan").await.ok()?.filter(is_ready)
+            })
+            .await;
+            let pid = kubelet.pods_running()[0].2;
+            // The container's process group is led by its main process: the shell and its sleeps.
+            let group = pid;
+            let members = walk_procs()
+                .into_iter()
+                .filter(|(_, g)| *g == group)
+                .count();
+            assert!(members >= 2, "{members} processes in the group");
+            drop(kubelet);
+            wait_for("the process group gone", Duration::from_secs(5), || async {
+                let left = walk_procs().into_iter().any(|(_, pgid)| pgid == group);
+                (!left).then_some(())
+            })
+            .await;
+        })
+        .catch_unwind()
+        .await;
+        let grace0 = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        let _ = pods
+            .delete_collection(&grace0, &ListParams::default())
+            .await;
+        let _ = Api::<Namespace>::all(t.client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+        Ok(())
+    });
+}
+
+/// (pid, process group) of every live process on the machine.
+fn walk_procs() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the ")" that ends the command name: state, ppid, pgrp, …
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.first() == Some(&"Z") {
+            continue; // dead, not yet reaped
+        }
+        if let Some(pgid) = fields.get(2).and_then(|f| f.parse().ok()) {
+            out.push((pid, pgid));
+        }
+    }
+    out
 }
