@@ -172,6 +172,22 @@ fn field<'a>(log: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// Creates `kubelet-test-<label>-<unique>`.
+async fn create_namespace(client: &Client, label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let ns = format!("kubelet-test-{label}-{:x}", std::process::id() ^ nanos);
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    ns
+}
+
 /// Runs `body` in a fresh namespace with a kubelet for it; deletes the namespace afterwards,
 /// whether the body passed or not.
 fn run_test<F, Fut>(label: &str, body: F)
@@ -188,18 +204,8 @@ where
     runtime.block_on(async {
         let start = Instant::now();
         let client = cluster().await;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let ns = format!("kubelet-test-{label}-{:x}", std::process::id() ^ nanos);
+        let ns = create_namespace(&client, label).await;
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let namespace: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap();
         let root = tempfile::tempdir().unwrap();
         let kubelet = ProcessKubelet::start_with(
             client.clone(),
@@ -513,14 +519,13 @@ spec:
     });
 }
 
-fn container_status(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStatus {
+fn container_status(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
     pod.status
-        .as_ref()
-        .unwrap()
+        .as_ref()?
         .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .clone()
+        .as_ref()?
+        .first()
+        .cloned()
 }
 
 #[test]
@@ -554,11 +559,11 @@ spec:
             Duration::from_secs(20),
             || async {
                 let pod = t.pod("crashy").await?;
-                (is_ready(&pod) && container_status(&pod).restart_count == 1).then_some(pod)
+                (is_ready(&pod) && container_status(&pod)?.restart_count == 1).then_some(pod)
             },
         )
         .await;
-        let status = container_status(&pod);
+        let status = container_status(&pod).unwrap();
         assert!(status.state.unwrap().running.is_some());
         let last = status
             .last_state
@@ -647,7 +652,7 @@ spec:
             t.pod("once").await.filter(|p| phase(p) == "Failed")
         })
         .await;
-        let status = container_status(&pod);
+        let status = container_status(&pod).unwrap();
         let terminated = status.state.unwrap().terminated.expect("state.terminated");
         assert_eq!(terminated.exit_code, 3);
         assert_eq!(status.restart_count, 0);
@@ -658,4 +663,242 @@ spec:
         }
         Ok(())
     });
+}
+
+#[test]
+fn init_container_late_config_map_and_on_failure_restart() {
+    run_test("init", |t| async move {
+        t.create::<Pod>(
+            r#"
+metadata: {name: job}
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: OnFailure
+  initContainers:
+  - {name: init, image: busybox, command: [/bin/sh, -c, "echo init > /work/init"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - name: main
+    image: busybox
+    command: [/bin/sh, -c]
+    args: ['cat /work/init; [ -f /work/once ] || { touch /work/once; exit 1; }; echo "greeting=$GREETING"']
+    env: [{name: GREETING, valueFrom: {configMapKeyRef: {name: late, key: greeting}}}]
+    volumeMounts: [{name: work, mountPath: /work}]
+  volumes: [{name: work, emptyDir: {}}]
+"#,
+        )
+        .await;
+        let waiting_reason = |pod: &Pod| {
+            let state = container_status(pod)?.state?;
+            state.waiting?.reason
+        };
+        wait_for(
+            "CreateContainerConfigError",
+            Duration::from_secs(20),
+            || async {
+                let pod = t.pod("job").await?;
+                (waiting_reason(&pod).as_deref() == Some("CreateContainerConfigError"))
+                    .then_some(())
+            },
+        )
+        .await;
+        let pod = t.pod("job").await.context("the pod")?;
+        let init = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .init_container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .clone();
+        assert_eq!(
+            init.state
+                .unwrap()
+                .terminated
+                .expect("init terminated")
+                .exit_code,
+            0
+        );
+        assert_eq!(phase(&pod), "Pending");
+        t.create::<ConfigMap>("metadata: {name: late}\ndata: {greeting: late-hello}\n")
+            .await;
+        let pod = wait_for("phase Succeeded", Duration::from_secs(20), || async {
+            t.pod("job").await.filter(|p| phase(p) == "Succeeded")
+        })
+        .await;
+        let status = container_status(&pod).unwrap();
+        assert_eq!(status.restart_count, 1);
+        assert_eq!(status.last_state.unwrap().terminated.unwrap().exit_code, 1);
+        assert_eq!(status.state.unwrap().terminated.unwrap().exit_code, 0);
+        let log = t.log("job", "main");
+        assert_eq!(log.matches("init").count(), 2, "{log}");
+        assert_eq!(field(&log, "greeting"), Some("late-hello"), "{log}");
+        Ok(())
+    });
+}
+
+#[test]
+fn statefulset_pods_get_their_keys_and_come_back_after_deletion() {
+    run_test("sts", |t| async move {
+        t.create::<Secret>(
+            "metadata: {name: w-keys}\nstringData: {w-0: seed-zero, w-1: seed-one}\n",
+        )
+        .await;
+        // The contract's worker shape: the key file named by $(POD_NAME) in a secret volume.
+        t.create::<k8s_openapi::api::apps::v1::StatefulSet>(
+            r#"
+metadata: {name: w}
+spec:
+  replicas: 2
+  podManagementPolicy: Parallel
+  serviceName: w
+  selector: {matchLabels: {app: w}}
+  template:
+    metadata: {labels: {app: w}}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+      - name: worker
+        image: busybox
+        command: [/bin/sh, -c, 'echo "key=$(cat "$1")"; while :; do sleep 1; done', sh]
+        args: [/var/run/tributary/keys/$(POD_NAME)]
+        env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+        volumeMounts: [{name: keys, mountPath: /var/run/tributary/keys}]
+      volumes: [{name: keys, secret: {secretName: w-keys, defaultMode: 256}}]
+"#,
+        )
+        .await;
+        let pods = wait_for("both workers Ready", Duration::from_secs(20), || async {
+            let pods = t.pods_labelled("app=w").await;
+            (pods.len() == 2 && pods.iter().all(is_ready)).then_some(pods)
+        })
+        .await;
+        assert_ne!(pod_ip(&pods[0]), pod_ip(&pods[1]));
+        let key = |pod: &str| {
+            let log = t.log(pod, "worker");
+            field(&log, "key").map(str::to_owned)
+        };
+        wait_for("the keys read", Duration::from_secs(5), || async {
+            (key("w-0").is_some() && key("w-1").is_some()).then_some(())
+        })
+        .await;
+        assert_eq!(key("w-0").as_deref(), Some("seed-zero"));
+        assert_eq!(key("w-1").as_deref(), Some("seed-one"));
+
+        let old_uid = t.pod("w-0").await.unwrap().metadata.uid;
+        t.api::<Pod>()
+            .delete("w-0", &DeleteParams::default())
+            .await?;
+        wait_for(
+            "w-0 recreated and Ready",
+            Duration::from_secs(30),
+            || async {
+                let pod = t.pod("w-0").await?;
+                (pod.metadata.uid != old_uid && is_ready(&pod)).then_some(())
+            },
+        )
+        .await;
+        wait_for(
+            "the new w-0 read its key",
+            Duration::from_secs(5),
+            || async {
+                let log = t.log("w-0", "worker");
+                (log.matches("key=seed-zero").count() == 2).then_some(())
+            },
+        )
+        .await;
+        Ok(())
+    });
+}
+
+#[test]
+fn dropping_the_kubelet_kills_its_processes() {
+    run_test("drop", |t| async move {
+        // A second kubelet, for a second namespace, which the test drops.
+        let ns = create_namespace(&t.client, "drop2").await;
+        let pods: Api<Pod> = Api::namespaced(t.client.clone(), &ns);
+        let outcome = AssertUnwindSafe(async {
+            let root = tempfile::tempdir().unwrap();
+            let kubelet = ProcessKubelet::start_with(
+                t.client.clone(),
+                NODE,
+                root.path(),
+                vec![],
+                Namespaces::Only(vec![ns.clone()]),
+            )
+            .await
+            .unwrap();
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "orphan"},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "c", "image": "busybox",
+                        "command": ["/bin/sh", "-c", "sleep 300 & while :; do sleep 1; done"]}],
+                },
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+            wait_for("the pod Ready", Duration::from_secs(20), || async {
+                pods.get_opt("orphan").await.ok()?.filter(is_ready)
+            })
+            .await;
+            let pid = kubelet.pods_running()[0].2;
+            // The container's process group is led by its main process: the shell and its sleeps.
+            let group = pid;
+            let members = walk_procs()
+                .into_iter()
+                .filter(|(_, g)| *g == group)
+                .count();
+            assert!(members >= 2, "{members} processes in the group");
+            drop(kubelet);
+            wait_for("the process group gone", Duration::from_secs(5), || async {
+                let left = walk_procs().into_iter().any(|(_, pgid)| pgid == group);
+                (!left).then_some(())
+            })
+            .await;
+        })
+        .catch_unwind()
+        .await;
+        let grace0 = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        let _ = pods
+            .delete_collection(&grace0, &ListParams::default())
+            .await;
+        let _ = Api::<Namespace>::all(t.client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+        Ok(())
+    });
+}
+
+/// (pid, process group) of every live process on the machine.
+fn walk_procs() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the ")" that ends the command name: state, ppid, pgrp, …
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.first() == Some(&"Z") {
+            continue; // dead, not yet reaped
+        }
+        if let Some(pgid) = fields.get(2).and_then(|f| f.parse().ok()) {
+            out.push((pid, pgid));
+        }
+    }
+    out
 }

@@ -110,7 +110,7 @@ impl ContainerRun {
             if self.stop_requested().is_some() {
                 return self.finish(view);
             }
-            let started = Instant::now();
+            let mut started = Instant::now();
             let exit = match self.prepare().await {
                 Err(NotStarted::Stopped) => return self.finish(view),
                 Err(NotStarted::Config(message)) => {
@@ -127,7 +127,11 @@ impl ContainerRun {
                     reason: "StartError",
                     message: Some(message),
                 },
-                Ok((plan, program)) => self.execute(&plan, &program, &mut view).await,
+                Ok((plan, program)) => {
+                    // Backoff resets after a long run, not after a long wait for a Service.
+                    started = Instant::now();
+                    self.execute(&plan, &program, &mut view).await
+                }
             };
             let started_at = match view.state {
                 RunState::Running { started_at } => Some(started_at),

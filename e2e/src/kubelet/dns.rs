@@ -21,10 +21,11 @@ pub async fn resolve(
     let services = Api::<Service>::namespaced(client.clone(), &r.namespace);
     let pods = Api::<Pod>::namespaced(client.clone(), &r.namespace);
     loop {
-        let why = match attempt(&services, &pods, r).await {
-            Ok(endpoint) => return Ok(endpoint),
-            Err(Attempt::Never(why)) => return Err(why),
-            Err(Attempt::NotYet(why)) => why,
+        let why = match tokio::time::timeout_at(deadline, attempt(&services, &pods, r)).await {
+            Ok(Ok(endpoint)) => return Ok(endpoint),
+            Ok(Err(Attempt::Never(why))) => return Err(why),
+            Ok(Err(Attempt::NotYet(why))) => why,
+            Err(_) => "the API server did not answer in time".to_owned(),
         };
         if Instant::now() + POLL > deadline {
             return Err(format!("{}.{}.svc: {why}", r.service, r.namespace));

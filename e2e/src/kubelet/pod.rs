@@ -22,6 +22,7 @@ use super::volumes::VolumeMaker;
 const FIELD_MANAGER: &str = "process-kubelet";
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 const VOLUME_RETRY: Duration = Duration::from_secs(1);
+const VOLUME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Patches pods/status with the pod's view whenever it changed.
 struct StatusReporter {
@@ -99,7 +100,10 @@ pub async fn run(node: Arc<Node>, pod: Pod, ip: IpLease, mut stop: StopSignal) {
         api_server: node.api_server.as_deref(),
     };
     let volumes = loop {
-        match maker.make(&pod).await {
+        let made = tokio::time::timeout(VOLUME_TIMEOUT, maker.make(&pod))
+            .await
+            .unwrap_or_else(|_| Err(format!("making volumes took over {VOLUME_TIMEOUT:?}")));
+        match made {
             Ok(volumes) => break Some(volumes),
             Err(message) => {
                 let waiting = RunState::waiting("CreateContainerConfigError", Some(message));

@@ -41,7 +41,9 @@ pub fn resolve_program(
         .find(|candidate| is_executable(candidate))
 }
 
-/// Starts the plan's process in a new process group, stdout and stderr appended to `log`.
+/// Starts the plan's process in a new process group, stdout and stderr appended to `log`. Its
+/// environment: PATH, HOME and RUST_LOG of the test process, then `extra_env` (KUBECONFIG),
+/// then the container's env, each overriding the one before.
 pub fn spawn(
     plan: &ProcessPlan,
     program: &Path,
@@ -65,8 +67,8 @@ pub fn spawn(
                 .iter()
                 .filter_map(|k| Some((*k, std::env::var_os(k)?))),
         )
-        .envs(plan.env.iter())
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
+        .envs(plan.env.iter())
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
