@@ -17,9 +17,7 @@ pub fn repo_root() -> PathBuf {
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("TRIBUTARY_CACHE").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tributary")
-        },
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tributary"),
         PathBuf::from,
     )
 }
@@ -30,10 +28,7 @@ fn script_output(script: &str) -> Result<PathBuf> {
         .output()
         .with_context(|| format!("running {script}"))?;
     if !out.status.success() {
-        bail!(
-            "{script} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
     let stdout = String::from_utf8(out.stdout).context("script output is not UTF-8")?;
     let last = stdout.lines().last().unwrap_or_default().trim().to_owned();
@@ -127,8 +122,13 @@ where
             Err(e) => last_error = Some(e),
         }
         if start.elapsed() > timeout {
-            let why = last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
-            bail!("timed out after {} s waiting for {what}{why}", timeout.as_secs());
+            let why = last_error
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default();
+            bail!(
+                "timed out after {} s waiting for {what}{why}",
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

