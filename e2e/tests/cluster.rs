@@ -53,6 +53,8 @@ struct Names {
     ns: String,
     system: String,
     pv: String,
+    /// Unique per run: the chart's ClusterRole and binding are named after the release.
+    release: String,
 }
 
 async fn life() -> Result<()> {
@@ -62,27 +64,42 @@ async fn life() -> Result<()> {
         ns: format!("e2e-{suffix}"),
         system: format!("tributary-{suffix}"),
         pv: format!("e2e-{suffix}-coordinator"),
+        release: format!("tributary-{suffix}"),
     };
     let dir = tempfile::tempdir()?;
+    let cleanup = Cleanup(&names, dir.path());
     let result = scenario(&client, &names, dir.path()).await;
-    // Clean up whatever happened; a failure above is the one to report.
-    let _ = helm_cmd(&[
-        "uninstall",
-        "tributary",
-        "-n",
-        &names.system,
-        "--wait",
-        "--timeout",
-        "60s",
-    ]);
-    for ns in [&names.ns, &names.system] {
-        let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
-    }
-    let _ = kubectl(&["delete", "pv", &names.pv, "--wait=false"]);
     if result.is_err() {
         print_logs(dir.path());
     }
+    drop(cleanup);
     result
+}
+
+/// Removes what the test made, also when it panics: cluster-scoped leftovers (the release's
+/// ClusterRole, the volume) would break the next run.
+struct Cleanup<'a>(&'a Names, &'a Path);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let names = self.0;
+        if std::thread::panicking() {
+            print_logs(self.1);
+        }
+        let _ = helm_cmd(&[
+            "uninstall",
+            &names.release,
+            "-n",
+            &names.system,
+            "--wait",
+            "--timeout",
+            "60s",
+        ]);
+        for ns in [&names.ns, &names.system] {
+            let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
+        }
+        let _ = kubectl(&["delete", "pv", &names.pv, "--wait=false"]);
+    }
 }
 
 fn rand_suffix() -> u32 {
@@ -93,7 +110,12 @@ fn rand_suffix() -> u32 {
 }
 
 async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
-    let Names { ns, system, pv } = names;
+    let Names {
+        ns,
+        system,
+        pv,
+        release,
+    } = names;
     let bin_dir = workspace_binary("tributary-operator")?
         .parent()
         .context("binary has no directory")?
@@ -120,7 +142,7 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     create_volume(pv, ns, &dir.join("volume"))?;
     helm_cmd(&[
         "install",
-        "tributary",
+        release,
         "charts/tributary",
         "--namespace",
         system,
@@ -147,6 +169,7 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         "{status:?}"
     );
     let table = kubectl(&["get", "trainingruns", "-n", ns])?;
+    eprintln!("step 2: training\n{table}");
     let header = table.lines().next().unwrap_or_default();
     for column in ["NAME", "PHASE", "ROUND", "LOSS", "PEERS"] {
         assert!(header.contains(column), "{table}");
@@ -164,6 +187,10 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     let contributors: Api<Contributor> = Api::namespaced(client.clone(), ns);
     let c = contributors.get(WORKERS).await?;
     let c_status = c.status.context("contributor has no status")?;
+    eprintln!(
+        "step 3: scaled to 4 at round {}: {c_status:?}",
+        status.round
+    );
     assert_eq!(c_status.peer_ids.len(), 4, "{c_status:?}");
     kubectl(&["scale", "contributor", WORKERS, "--replicas=1", "-n", ns])?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -206,6 +233,7 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     })
     .await?;
     assert!(external.0.try_wait()?.is_none(), "the external peer exited");
+    eprintln!("step 4: 1 worker + 1 external peer: {status:?}");
 
     // 5. Kill the leading operator; the other replica takes over, the run goes on.
     let leases: Api<Lease> = Api::namespaced(client.clone(), system);
@@ -214,13 +242,30 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     assert_eq!(operators.len(), 2, "two operator replicas");
     assert_one_acts(&operators, Some(&leader))?;
     kubelet.kill(system, &leader)?;
+    eprintln!("step 5: killed the leader {leader} of {operators:?}");
     let before = status.round;
     wait_status(&runs, "progress after the leader was killed", |s| {
         s.round >= before + 3 && s.active_peers == 2
     })
     .await?;
     let new_leader = holder(&leases).await?;
+    eprintln!("step 5: the lease holder is now {new_leader}");
     assert_one_acts(&operator_pods(client, system).await?, Some(&new_leader))?;
+    // The leader's pod goes away for good: another replica (the standby, or the Deployment's
+    // replacement pod if it campaigns first) takes over, the run goes on.
+    kubectl(&["delete", "pod", &new_leader, "-n", system])?;
+    let successor = wait_for("another replica to take the lease", STEP, || async {
+        let h = holder(&leases).await?;
+        Ok((h != new_leader).then_some(h))
+    })
+    .await?;
+    let before = runs.get(RUN).await?.status.map_or(0, |s| s.round);
+    wait_status(&runs, "progress under the standby", |s| {
+        s.round >= before + 2
+    })
+    .await?;
+    assert_one_acts(&operator_pods(client, system).await?, Some(&successor))?;
+    eprintln!("step 5: {new_leader} deleted, {successor} leads");
 
     // 7. An invalid TrainingRun never reaches the operator: the schema refuses it.
     let bad = std::fs::read_to_string(repo_root().join("examples/trainingrun.yaml"))?
@@ -231,6 +276,7 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         refused.contains("spec.model.preset") && refused.contains("gigantic"),
         "{refused}"
     );
+    eprintln!("step 7: refused: {}", refused.trim());
 
     // 6. Deleting the run removes everything made for it.
     kubectl(&["delete", "trainingrun", RUN, "-n", ns, "--wait=false"])?;
@@ -249,6 +295,7 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         Ok((left.iter().all(|n| *n == 0)).then_some(()))
     })
     .await?;
+    eprintln!("step 6: every child of the run is gone");
     drop(external);
     drop(kubelet);
     Ok(())
