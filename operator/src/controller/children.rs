@@ -144,6 +144,32 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
+fn value_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+/// Where a run's pods export traces and metrics, when the run names a collector.
+fn otlp_env(run: &TrainingRun) -> Option<EnvVar> {
+    let endpoint = run.spec.telemetry.otlp_endpoint.as_deref()?;
+    Some(value_env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint))
+}
+
+/// The pod of every container we run: no API token (nothing in it talks to Kubernetes), the
+/// images' non-root user.
+fn pod_spec(container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security()),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
@@ -211,18 +237,11 @@ pub fn coordinator_deployment(run: &TrainingRun, images: &Images, manifest: &str
     let labels = run_labels(&name, "coordinator");
     let selector = label_map(&[(RUN_LABEL, &name), (COMPONENT_LABEL, "coordinator")]);
     let mut env = vec![field_env("POD_IP", "status.podIP")];
-    if let Some(endpoint) = &run.spec.telemetry.otlp_endpoint {
-        env.push(EnvVar {
-            name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-            value: Some(endpoint.clone()),
-            ..EnvVar::default()
-        });
-    }
-    env.push(EnvVar {
-        name: "OTEL_SERVICE_NAME".into(),
-        value: Some(format!("{}-coordinator", run.spec.telemetry.service_name)),
-        ..EnvVar::default()
-    });
+    env.extend(otlp_env(run));
+    env.push(value_env(
+        "OTEL_SERVICE_NAME",
+        &format!("{}-coordinator", run.spec.telemetry.service_name),
+    ));
     let port = i32::from(coordinator.port);
     let container = Container {
         name: "coordinator".into(),
@@ -262,11 +281,9 @@ pub fn coordinator_deployment(run: &TrainingRun, images: &Images, manifest: &str
         ]),
         ..Container::default()
     };
-    let pod = PodSpec {
-        containers: vec![container],
-        automount_service_account_token: Some(false),
-        security_context: Some(pod_security()),
-        volumes: Some(vec![
+    let pod = pod_spec(
+        container,
+        vec![
             Volume {
                 name: "config".into(),
                 config_map: Some(ConfigMapVolumeSource {
@@ -283,9 +300,8 @@ pub fn coordinator_deployment(run: &TrainingRun, images: &Images, manifest: &str
                 }),
                 ..Volume::default()
             },
-        ]),
-        ..PodSpec::default()
-    };
+        ],
+    );
     Deployment {
         metadata: meta(
             coordinator_name(&name),
@@ -430,13 +446,7 @@ pub fn worker_statefulset(
     }
     let mut env = vec![field_env("POD_NAME", "metadata.name")];
     env.extend(template.env.iter().cloned());
-    if let Some(endpoint) = &run.spec.telemetry.otlp_endpoint {
-        env.push(EnvVar {
-            name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-            value: Some(endpoint.clone()),
-            ..EnvVar::default()
-        });
-    }
+    env.extend(otlp_env(run));
     let container = Container {
         name: "worker".into(),
         image: Some(
@@ -467,9 +477,6 @@ pub fn worker_statefulset(
         ..Container::default()
     };
     let pod = PodSpec {
-        containers: vec![container],
-        automount_service_account_token: Some(false),
-        security_context: Some(pod_security()),
         node_selector: Some(if spec.node_selector.is_empty() {
             template.node_selector.clone()
         } else {
@@ -482,23 +489,25 @@ pub fn worker_statefulset(
             spec.tolerations.clone()
         })
         .filter(|t| !t.is_empty()),
-        volumes: Some(vec![
-            Volume {
-                name: "keys".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(keys_secret),
-                    default_mode: Some(0o400),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "data".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
-        ]),
-        ..PodSpec::default()
+        ..pod_spec(
+            container,
+            vec![
+                Volume {
+                    name: "keys".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(keys_secret),
+                        default_mode: Some(0o400),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "data".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+            ],
+        )
     };
     StatefulSet {
         metadata: meta(
