@@ -176,6 +176,13 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     }
     let row = table.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with(RUN) && row.contains("Running"), "{table}");
+    let described = kubectl(&["describe", "trainingrun", RUN, "-n", ns])?;
+    for shown in ["Progressing", "RoundsCompleting", "Events:", "Running"] {
+        assert!(
+            described.contains(shown),
+            "describe lacks {shown}:\n{described}"
+        );
+    }
 
     // 3. Scale up mid-run, then down; rounds keep completing.
     kubectl(&["scale", "contributor", WORKERS, "--replicas=4", "-n", ns])?;
