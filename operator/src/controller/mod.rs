@@ -210,7 +210,10 @@ where
     }
 }
 
-async fn run_controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>) {
+/// Runs both controllers (TrainingRuns and Contributors) with `client` and `ctx`, watching
+/// `namespace` (all namespaces when `None`), until a termination signal; no leader election and
+/// no metrics server (see [`run`]). Embedders (benchmarks, tests) drop the future to stop them.
+pub async fn run_controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>) {
     // Owned objects carry our label: watch only those, not every ConfigMap of the cluster.
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
