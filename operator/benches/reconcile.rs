@@ -42,7 +42,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tributary_crds::{Contributor, TrainingRun};
 use tributary_operator::controller::metrics::{Metrics, ReconcileLabels};
-use tributary_operator::controller::{Context, GrpcProbe, Images, run_controllers};
+use tributary_operator::controller::{self, GrpcProbe, Images, Parts, run_controllers};
 
 const TRAINING_RUN_YAML: &str = include_str!("../../examples/trainingrun.yaml");
 const CONTRIBUTOR_YAML: &str = include_str!("../../examples/contributor.yaml");
@@ -608,21 +608,19 @@ fn start_controllers(
             .thread_name("operator")
             .build()?;
         runtime.block_on(async move {
-            let client = Client::try_default().await?;
-            let images = Images {
-                coordinator: COORDINATOR_IMAGE.into(),
-                worker: WORKER_IMAGE.into(),
-            };
-            let ctx = Arc::new(Context::new(
-                client.clone(),
-                images,
-                Arc::new(GrpcProbe),
+            let client = controller::client().await?;
+            let parts = Parts {
+                images: Images {
+                    coordinator: COORDINATOR_IMAGE.into(),
+                    worker: WORKER_IMAGE.into(),
+                },
+                probe: Arc::new(GrpcProbe),
                 metrics,
-                IDENTITY,
+                identity: IDENTITY.into(),
                 poll,
-            ));
+            };
             tokio::select! {
-                () = run_controllers(client, Some(&namespace), ctx) => {
+                () = run_controllers(client, Some(&namespace), parts) => {
                     bail!("the controllers stopped by themselves")
                 }
                 _ = stop => Ok(()),

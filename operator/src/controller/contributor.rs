@@ -15,7 +15,7 @@ use tributary_proto::identity::{Identity, peer_id};
 
 use super::children::{self, contributor_selector, keys_secret_name, pod_names};
 use super::keys;
-use super::{Context, MANAGER, ReconcileError, apply, apply_status};
+use super::{CACHES_WAIT, Context, MANAGER, ReconcileError, apply_status};
 
 pub const CONTROLLER: &str = "contributor";
 
@@ -23,14 +23,16 @@ pub async fn reconcile(
     contributor: Arc<Contributor>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    if !ctx.caches.ready() {
+        return Ok(Action::requeue(CACHES_WAIT));
+    }
     let ns = contributor
         .namespace()
         .ok_or(ReconcileError::NotNamespaced)?;
     let name = contributor.name_any();
     let spec = &contributor.spec;
     let invalid = spec.validate();
-    let runs: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let run = runs.get_opt(&spec.training_run).await?;
+    let run = ctx.caches.run(&ns, &spec.training_run);
     if let Some(run) = &run {
         adopt(&contributor, run, &ctx, &ns).await?;
     }
@@ -63,26 +65,34 @@ pub async fn reconcile(
     } else {
         let pods = pod_names(&name, spec.replicas);
         let ids = ensure_keys(&contributor, &ctx, &ns, &pods).await?;
+        let cached = ctx.caches.statefulsets.get(&ns, &name);
         let sts = match &run {
             Some(run) => {
                 let desired = children::worker_statefulset(&contributor, run, &ctx.images, wanted);
-                Some(apply(&statefulsets, &desired).await?)
+                Some(
+                    ctx.caches
+                        .statefulsets
+                        .apply(&statefulsets, &desired)
+                        .await?,
+                )
             }
             // The run is gone: stop the workers, keep the object for when it returns.
-            None => match statefulsets.get_opt(&name).await? {
-                Some(_) => Some(
-                    statefulsets
-                        .patch(
-                            &name,
-                            &PatchParams {
-                                field_manager: Some(MANAGER.into()),
-                                ..PatchParams::default()
-                            },
-                            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
-                        )
-                        .await?,
-                ),
-                None => None,
+            None => match cached {
+                Some(sts) if sts.spec.as_ref().and_then(|s| s.replicas) != Some(0) => {
+                    Some(Arc::new(
+                        statefulsets
+                            .patch(
+                                &name,
+                                &PatchParams {
+                                    field_manager: Some(MANAGER.into()),
+                                    ..PatchParams::default()
+                                },
+                                &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+                            )
+                            .await?,
+                    ))
+                }
+                other => other,
             },
         };
         let observed = sts.as_ref().and_then(|s| s.status.as_ref());
@@ -92,7 +102,7 @@ pub async fn reconcile(
     };
 
     let scores = match &run {
-        Some(run) if !peer_ids.is_empty() => scores(&ctx, run, &peer_ids).await?,
+        Some(_) if !peer_ids.is_empty() => scores(&ctx, &ns, &spec.training_run, &peer_ids),
         _ => Vec::new(),
     };
     let status = ContributorStatus {
@@ -180,36 +190,37 @@ async fn ensure_keys(
         return Ok(keys::peer_ids_of_secret(&data, pods));
     }
     let name = keys_secret_name(&contributor.name_any());
-    let existing = secrets.get_opt(&name).await?;
+    let mut existing = ctx.caches.secrets.get(ns, &name);
+    let covers = |s: &Option<Arc<Secret>>| {
+        let data = s.as_ref().and_then(|s| s.data.as_ref());
+        pods.iter().all(|p| data.is_some_and(|d| d.contains_key(p)))
+    };
+    if !covers(&existing) {
+        // The cache may not have seen a Secret written a moment ago: read it live before
+        // minting keys, so a key is never replaced by another.
+        existing = secrets.get_opt(&name).await?.map(Arc::new);
+    }
     let data = existing
         .as_ref()
         .and_then(|s| s.data.clone())
         .unwrap_or_default();
     let (all, grew) = keys::with_missing(&data, pods, Identity::generate);
     if grew || existing.is_none() {
-        apply(&secrets, &children::keys_secret(contributor, &all)).await?;
+        ctx.caches
+            .secrets
+            .apply(&secrets, &children::keys_secret(contributor, &all))
+            .await?;
     }
     Ok(keys::peer_ids(&all, pods))
 }
 
-/// The coordinator's view of these peers (score and exclusion), in the given order.
-async fn scores(
-    ctx: &Context,
-    run: &TrainingRun,
-    peers: &[String],
-) -> Result<Vec<PeerScore>, ReconcileError> {
-    let ns = run.namespace().ok_or(ReconcileError::NotNamespaced)?;
-    let (status, _) = super::training_run::coordinator_status(
-        ctx,
-        &ns,
-        &run.name_any(),
-        run.spec.coordinator.port,
-    )
-    .await?;
-    let Some(status) = status else {
-        return Ok(Vec::new());
+/// The coordinator's view of these peers (score and exclusion), in the given order, from the
+/// run's newest status (its reconcile asks the coordinator; the answer is shared).
+fn scores(ctx: &Context, ns: &str, run: &str, peers: &[String]) -> Vec<PeerScore> {
+    let Some(status) = ctx.caches.status(ns, run) else {
+        return Vec::new();
     };
-    Ok(peers
+    peers
         .iter()
         .filter_map(|id| status.peers.iter().find(|p| &p.peer_id == id))
         .map(|p| PeerScore {
@@ -218,7 +229,7 @@ async fn scores(
             round: p.last_round_submitted,
             excluded: !p.active,
         })
-        .collect())
+        .collect()
 }
 
 fn ready_condition(

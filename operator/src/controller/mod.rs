@@ -2,6 +2,7 @@
 //! (their workers), level-triggered and idempotent, with server-side apply under one field
 //! manager. Only the replica holding the leader Lease acts.
 
+pub mod cache;
 pub mod children;
 mod contributor;
 pub mod keys;
@@ -14,23 +15,26 @@ mod training_run;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 use tributary_crds::{Contributor, TrainingRun};
 
+pub use cache::Caches;
 pub use children::Images;
 pub use probe::{GrpcProbe, StatusProbe};
 
@@ -43,13 +47,19 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("rendering the run manifest: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    #[error("hashing a child object: {0}")]
+    Json(serde_json::Error),
     #[error("object has no namespace")]
     NotNamespaced,
 }
 
+/// How soon a reconcile that found the caches still listing runs again.
+const CACHES_WAIT: Duration = Duration::from_secs(1);
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    pub caches: Caches,
     pub images: Images,
     pub probe: Arc<dyn StatusProbe>,
     pub metrics: Arc<metrics::Metrics>,
@@ -60,26 +70,30 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
 }
 
+/// What a [`Context`] is made of besides its client and caches.
+pub struct Parts {
+    pub images: Images,
+    pub probe: Arc<dyn StatusProbe>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// This replica's name, on the Events it records.
+    pub identity: String,
+    pub poll: Duration,
+}
+
 impl Context {
-    pub fn new(
-        client: Client,
-        images: Images,
-        probe: Arc<dyn StatusProbe>,
-        metrics: Arc<metrics::Metrics>,
-        identity: &str,
-        poll: Duration,
-    ) -> Self {
+    pub fn new(client: Client, caches: Caches, parts: Parts) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
-            instance: Some(identity.to_owned()),
+            instance: Some(parts.identity),
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            images,
-            probe,
-            metrics,
-            poll,
+            caches,
+            images: parts.images,
+            probe: parts.probe,
+            metrics: parts.metrics,
+            poll: parts.poll,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -155,11 +169,21 @@ pub struct Settings {
 
 pub use leader::LeaseSettings;
 
+/// The operator's API client (KUBECONFIG or in-cluster).
+pub async fn client() -> anyhow::Result<Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .context("finding the Kubernetes API (KUBECONFIG or in-cluster)")?;
+    // The client's own retries of 429/503/504 go on for minutes and hide an overloaded API
+    // server; a failed reconcile backs off per object instead (`error_policy`), and watches
+    // back off on their own.
+    config.default_retry = false;
+    Client::try_from(config).context("connecting to the Kubernetes API")
+}
+
 /// Runs the controller until it is signalled or loses its leadership.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
+    let client = client().await?;
     let metrics = Arc::new(metrics::Metrics::default());
     let server = tokio::spawn(metrics::serve(settings.metrics_addr, metrics.clone()));
     let mut leadership = match &settings.leader_election {
@@ -168,15 +192,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     metrics.leader.set(1);
     info!(identity = %settings.identity, "acting as the leader");
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings.images.clone(),
-        Arc::new(GrpcProbe),
+    let parts = Parts {
+        images: settings.images.clone(),
+        probe: Arc::new(GrpcProbe),
         metrics,
-        &settings.identity,
-        settings.poll,
-    ));
-    let controllers = run_controllers(client, settings.namespace.as_deref(), ctx);
+        identity: settings.identity.clone(),
+        poll: settings.poll,
+    };
+    let controllers = run_controllers(client, settings.namespace.as_deref(), parts);
     let outcome = tokio::select! {
         () = controllers => Ok(()),
         lost = async {
@@ -210,47 +233,126 @@ where
     }
 }
 
-/// Runs both controllers (TrainingRuns and Contributors) with `client` and `ctx`, watching
-/// `namespace` (all namespaces when `None`), until a termination signal; no leader election and
-/// no metrics server (see [`run`]). Embedders (benchmarks, tests) drop the future to stop them.
-pub async fn run_controllers(client: Client, namespace: Option<&str>, ctx: Arc<Context>) {
+/// A watch of `K` that fills a cache as the controller consumes it, and raises `ready` once its
+/// first listing is complete.
+fn cached<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    ready: Arc<AtomicBool>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api::<K>(client, namespace), config)
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                ready.store(true, Ordering::Release);
+            }
+        });
+    (store, stream)
+}
+
+/// Runs both controllers (TrainingRuns and Contributors) with `client`, watching `namespace`
+/// (all namespaces when `None`), until a termination signal; no leader election and no metrics
+/// server (see [`run`]). Embedders (benchmarks, tests) drop the future to stop them.
+pub async fn run_controllers(client: Client, namespace: Option<&str>, parts: Parts) {
     // Owned objects carry our label: watch only those, not every ConfigMap of the cluster.
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        children::MANAGED_BY.0,
-        children::MANAGED_BY.1
+    let managed = format!("{}={}", children::MANAGED_BY.0, children::MANAGED_BY.1);
+    let owned = watcher::Config::default().labels(&managed);
+    let all = watcher::Config::default();
+    let mut ready = cache::Readiness::default();
+    let (runs, run_events) = cached::<TrainingRun>(&client, namespace, all.clone(), ready.flag());
+    let (contributors, contributor_events) =
+        cached::<Contributor>(&client, namespace, all, ready.flag());
+    let (config_maps, config_map_events) =
+        cached::<ConfigMap>(&client, namespace, owned.clone(), ready.flag());
+    let (pvcs, pvc_events) =
+        cached::<PersistentVolumeClaim>(&client, namespace, owned.clone(), ready.flag());
+    let (deployments, deployment_events) =
+        cached::<Deployment>(&client, namespace, owned.clone(), ready.flag());
+    let (services, service_events) =
+        cached::<Service>(&client, namespace, owned.clone(), ready.flag());
+    let (statefulsets, statefulset_events) =
+        cached::<StatefulSet>(&client, namespace, owned.clone(), ready.flag());
+    let (secrets, secret_events) = cached::<Secret>(&client, namespace, owned, ready.flag());
+    let coordinators = watcher::Config::default().labels(&format!(
+        "{managed},{}=coordinator",
+        children::COMPONENT_LABEL
     ));
-    let runs = Controller::new(
+    let (pods, pod_events) = cached::<Pod>(&client, namespace, coordinators, ready.flag());
+
+    let runs_controller = Controller::for_stream(run_events.applied_objects(), runs.clone())
+        .owns_stream(config_map_events.touched_objects())
+        .owns_stream(pvc_events.touched_objects())
+        .owns_stream(deployment_events.touched_objects())
+        .owns_stream(service_events.touched_objects())
+        // A coordinator pod turning Ready (or going away) changes the run's status at once.
+        .watches_stream(pod_events.touched_objects(), |pod: Pod| {
+            let run = pod.labels().get(children::RUN_LABEL)?.clone();
+            Some(ObjectRef::<TrainingRun>::new(&run).within(&pod.namespace()?))
+        });
+    let contributors_controller =
+        Controller::for_stream(contributor_events.applied_objects(), contributors.clone())
+            .owns_stream(statefulset_events.touched_objects())
+            .owns_stream(secret_events.touched_objects());
+    // A run that appears, finishes or moves on concerns its Contributors (their workers, their
+    // scores) now, not at their next periodic pass.
+    let by_run = contributors.clone();
+    let contributors_controller = contributors_controller.watches(
         api::<TrainingRun>(&client, namespace),
         watcher::Config::default(),
-    )
-    .owns(api::<ConfigMap>(&client, namespace), owned.clone())
-    .owns(
-        api::<PersistentVolumeClaim>(&client, namespace),
-        owned.clone(),
-    )
-    .owns(api::<Deployment>(&client, namespace), owned.clone())
-    .owns(api::<Service>(&client, namespace), owned.clone())
-    .shutdown_on_signal()
-    .run(
-        |run, ctx| timed(training_run::CONTROLLER, run, ctx, training_run::reconcile),
-        error_policy::<TrainingRun>,
-        ctx.clone(),
-    )
-    .for_each(|result| async move { log_result(training_run::CONTROLLER, result) });
-    let contributors = Controller::new(
-        api::<Contributor>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .owns(api::<StatefulSet>(&client, namespace), owned.clone())
-    .owns(api::<Secret>(&client, namespace), owned)
-    .shutdown_on_signal()
-    .run(
-        |c, ctx| timed(contributor::CONTROLLER, c, ctx, contributor::reconcile),
-        error_policy::<Contributor>,
-        ctx,
-    )
-    .for_each(|result| async move { log_result(contributor::CONTROLLER, result) });
+        move |run: TrainingRun| {
+            let (ns, name) = (run.namespace(), run.name_any());
+            by_run
+                .state()
+                .iter()
+                .filter(|c| c.namespace() == ns && c.spec.training_run == name)
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
+    let caches = Caches::new(
+        runs,
+        contributors,
+        pods,
+        config_maps,
+        pvcs,
+        deployments,
+        services,
+        statefulsets,
+        secrets,
+        ready,
+    );
+    let ctx = Arc::new(Context::new(client, caches, parts));
+    let runs = runs_controller
+        .shutdown_on_signal()
+        .run(
+            |run, ctx| timed(training_run::CONTROLLER, run, ctx, training_run::reconcile),
+            error_policy::<TrainingRun>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move { log_result(training_run::CONTROLLER, result) });
+    let contributors = contributors_controller
+        .shutdown_on_signal()
+        .run(
+            |c, ctx| timed(contributor::CONTROLLER, c, ctx, contributor::reconcile),
+            error_policy::<Contributor>,
+            ctx,
+        )
+        .for_each(|result| async move { log_result(contributor::CONTROLLER, result) });
     futures::join!(runs, contributors);
 }
 

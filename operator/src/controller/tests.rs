@@ -13,6 +13,13 @@ use serde_json::{Value, json};
 use tributary_crds::{Contributor, TrainingRun};
 use tributary_proto::v1alpha1::RunStatus;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+
+use tributary_proto::identity::Identity;
+
 use super::*;
 
 /// One request the mock API server saw.
@@ -62,13 +69,6 @@ fn not_found() -> (StatusCode, Value) {
     )
 }
 
-fn empty_list(kind: &str) -> (StatusCode, Value) {
-    (
-        StatusCode::OK,
-        json!({"kind": kind, "apiVersion": "v1", "metadata": {}, "items": []}),
-    )
-}
-
 /// A probe that never reaches a coordinator (none is Ready in these tests anyway).
 struct NoCoordinator;
 
@@ -81,18 +81,65 @@ impl StatusProbe for NoCoordinator {
     }
 }
 
-fn context(client: Client) -> Arc<Context> {
-    Arc::new(Context::new(
-        client,
-        Images {
+/// What the controller's watches would have cached: each list is its kind's complete first
+/// listing.
+#[derive(Default)]
+struct Cached {
+    runs: Vec<Value>,
+    contributors: Vec<Value>,
+    config_maps: Vec<Value>,
+    deployments: Vec<Value>,
+    statefulsets: Vec<Value>,
+    secrets: Vec<Value>,
+}
+
+fn filled<K>(objects: &[Value]) -> (Store<K>, reflector::store::Writer<K>)
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        let object: K = serde_json::from_value(o.clone()).unwrap();
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    (store, writer)
+}
+
+fn context(client: Client, cached: &Cached) -> Arc<Context> {
+    context_with(client, cached).0
+}
+
+/// The context, and the writer of its Deployment cache (to change what the cache shows).
+fn context_with(
+    client: Client,
+    cached: &Cached,
+) -> (Arc<Context>, reflector::store::Writer<Deployment>) {
+    let (deployments, writer) = filled(&cached.deployments);
+    let caches = Caches::new(
+        filled(&cached.runs).0,
+        filled(&cached.contributors).0,
+        filled(&[]).0,
+        filled(&cached.config_maps).0,
+        filled(&[]).0,
+        deployments,
+        filled(&[]).0,
+        filled(&cached.statefulsets).0,
+        filled(&cached.secrets).0,
+        cache::Readiness::default(),
+    );
+    let parts = Parts {
+        images: Images {
             coordinator: "example/operator:1".into(),
             worker: "example/worker:1".into(),
         },
-        Arc::new(NoCoordinator),
-        Arc::new(metrics::Metrics::default()),
-        "test-replica",
-        Duration::from_secs(5),
-    ))
+        probe: Arc::new(NoCoordinator),
+        metrics: Arc::new(metrics::Metrics::default()),
+        identity: "test-replica".into(),
+        poll: Duration::from_secs(5),
+    };
+    (Arc::new(Context::new(client, caches, parts)), writer)
 }
 
 fn run_json() -> Value {
@@ -135,16 +182,10 @@ const CORE: &str = "/api/v1/namespaces/ns";
 const APPS: &str = "/apis/apps/v1/namespaces/ns";
 const OURS: &str = "/apis/tributary.dev/v1alpha1/namespaces/ns";
 
-/// Answers a TrainingRun reconcile's reads; `config_map` is what GET of its ConfigMap returns.
-fn run_server(run: Value, config_map: Option<Value>) -> Responder {
+/// Answers a TrainingRun reconcile's writes.
+fn run_server(run: Value) -> Responder {
     Box::new(
         move |seen| match (seen.method.as_str(), seen.path.as_str()) {
-            ("GET", p) if p.ends_with("/configmaps/tiny-demo-run") => match &config_map {
-                Some(cm) => (StatusCode::OK, cm.clone()),
-                None => not_found(),
-            },
-            ("GET", p) if p.ends_with("/pods") => empty_list("PodList"),
-            ("GET", p) if p.ends_with("/contributors") => empty_list("ContributorList"),
             ("PATCH", p) if p.ends_with("/trainingruns/tiny-demo/status") => {
                 let mut full = run.clone();
                 full["status"] = seen.body["status"].clone();
@@ -159,8 +200,8 @@ fn run_server(run: Value, config_map: Option<Value>) -> Responder {
 #[tokio::test]
 async fn a_new_run_gets_its_coordinator_by_server_side_apply_then_a_pending_status() {
     let run = run_json();
-    let (client, seen) = mock_client(run_server(run.clone(), None));
-    let ctx = context(client);
+    let (client, seen) = mock_client(run_server(run.clone()));
+    let ctx = context(client, &Cached::default());
     let action = training_run::reconcile(training_run(&run), ctx)
         .await
         .unwrap();
@@ -168,7 +209,6 @@ async fn a_new_run_gets_its_coordinator_by_server_side_apply_then_a_pending_stat
     assert_eq!(
         calls(&seen),
         vec![
-            pair("GET", &format!("{CORE}/configmaps/tiny-demo-run")),
             pair("PATCH", &format!("{CORE}/configmaps/tiny-demo-run")),
             pair(
                 "PATCH",
@@ -179,8 +219,6 @@ async fn a_new_run_gets_its_coordinator_by_server_side_apply_then_a_pending_stat
                 &format!("{APPS}/deployments/tiny-demo-coordinator")
             ),
             pair("PATCH", &format!("{CORE}/services/tiny-demo-coordinator")),
-            pair("GET", &format!("{CORE}/pods")),
-            pair("GET", &format!("{OURS}/contributors")),
             pair("PATCH", &format!("{OURS}/trainingruns/tiny-demo/status")),
             pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
         ]
@@ -245,13 +283,6 @@ async fn a_new_run_gets_its_coordinator_by_server_side_apply_then_a_pending_stat
     );
     assert_eq!(service.body["spec"]["type"], "ClusterIP");
     assert_eq!(service.body["spec"]["ports"][0]["port"], 50051);
-    let pods = find(&seen, "GET", &format!("{CORE}/pods"));
-    assert!(
-        pods.query
-            .contains("labelSelector=tributary.dev%2Frun%3Dtiny-demo%2Capp.kubernetes.io%2Fcomponent%3Dcoordinator"),
-        "{}",
-        pods.query
-    );
 
     let status = &find(
         &seen,
@@ -282,16 +313,17 @@ async fn a_frozen_field_change_is_refused_and_the_coordinator_is_left_alone() {
         "metadata": {"name": "tiny-demo-run", "namespace": "ns"},
         "data": {"run.yaml": children::run_manifest(&old).unwrap()},
     });
-    let (client, seen) = mock_client(run_server(run.clone(), Some(cm)));
-    training_run::reconcile(training_run(&run), context(client))
+    let (client, seen) = mock_client(run_server(run.clone()));
+    let cached = Cached {
+        config_maps: vec![cm],
+        ..Cached::default()
+    };
+    training_run::reconcile(training_run(&run), context(client, &cached))
         .await
         .unwrap();
     assert_eq!(
         calls(&seen),
         vec![
-            pair("GET", &format!("{CORE}/configmaps/tiny-demo-run")),
-            pair("GET", &format!("{CORE}/pods")),
-            pair("GET", &format!("{OURS}/contributors")),
             pair("PATCH", &format!("{OURS}/trainingruns/tiny-demo/status")),
             pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
             pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
@@ -325,16 +357,14 @@ async fn a_frozen_field_change_is_refused_and_the_coordinator_is_left_alone() {
 async fn an_invalid_run_fails_with_the_reason_and_creates_nothing() {
     let mut run = run_json();
     run["spec"]["stop"] = json!({});
-    let (client, seen) = mock_client(run_server(run.clone(), None));
-    let action = training_run::reconcile(training_run(&run), context(client))
+    let (client, seen) = mock_client(run_server(run.clone()));
+    let action = training_run::reconcile(training_run(&run), context(client, &Cached::default()))
         .await
         .unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));
     assert_eq!(
         calls(&seen),
         vec![
-            pair("GET", &format!("{CORE}/configmaps/tiny-demo-run")),
-            pair("GET", &format!("{OURS}/contributors")),
             pair("PATCH", &format!("{OURS}/trainingruns/tiny-demo/status")),
             pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
             pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
@@ -363,22 +393,10 @@ fn contributor_json(replicas: i32) -> Value {
     c
 }
 
-fn contributor_server(
-    run: Option<Value>,
-    contributor: Value,
-    statefulset: Option<Value>,
-) -> Responder {
+/// Answers a Contributor reconcile's writes (its key Secret is not found by a live read).
+fn contributor_server(contributor: Value) -> Responder {
     Box::new(
         move |seen| match (seen.method.as_str(), seen.path.as_str()) {
-            ("GET", p) if p.ends_with("/trainingruns/tiny-demo") => match &run {
-                Some(r) => (StatusCode::OK, r.clone()),
-                None => not_found(),
-            },
-            ("GET", p) if p.ends_with("/statefulsets/tiny-demo-workers") => match &statefulset {
-                Some(s) => (StatusCode::OK, s.clone()),
-                None => not_found(),
-            },
-            ("GET", p) if p.ends_with("/pods") => empty_list("PodList"),
             ("PATCH", p)
                 if p.ends_with("/contributors/tiny-demo-workers") || p.ends_with("/status") =>
             {
@@ -397,20 +415,22 @@ fn contributor_server(
 #[tokio::test]
 async fn a_contributor_gets_keys_and_a_statefulset_of_its_replicas() {
     let c = contributor_json(2);
-    let (client, seen) = mock_client(contributor_server(Some(run_json()), c.clone(), None));
+    let (client, seen) = mock_client(contributor_server(c.clone()));
     let contributor: Arc<Contributor> = Arc::new(serde_json::from_value(c).unwrap());
-    contributor::reconcile(contributor, context(client))
+    let cached = Cached {
+        runs: vec![run_json()],
+        ..Cached::default()
+    };
+    contributor::reconcile(contributor, context(client, &cached))
         .await
         .unwrap();
     assert_eq!(
         calls(&seen),
         vec![
-            pair("GET", &format!("{OURS}/trainingruns/tiny-demo")),
             pair("PATCH", &format!("{OURS}/contributors/tiny-demo-workers")),
             pair("GET", &format!("{CORE}/secrets/tiny-demo-workers-keys")),
             pair("PATCH", &format!("{CORE}/secrets/tiny-demo-workers-keys")),
             pair("PATCH", &format!("{APPS}/statefulsets/tiny-demo-workers")),
-            pair("GET", &format!("{CORE}/pods")),
             pair(
                 "PATCH",
                 &format!("{OURS}/contributors/tiny-demo-workers/status")
@@ -418,7 +438,7 @@ async fn a_contributor_gets_keys_and_a_statefulset_of_its_replicas() {
         ]
     );
     let seen = seen.lock().unwrap();
-    let adopt = &seen[1].body["metadata"]["ownerReferences"][0];
+    let adopt = &seen[0].body["metadata"]["ownerReferences"][0];
     assert_eq!(
         (adopt["uid"].as_str(), adopt["controller"].as_bool()),
         (Some("run-uid-1"), Some(false))
@@ -477,18 +497,20 @@ async fn workers_of_a_missing_run_are_scaled_to_zero() {
         "metadata": {"name": "tiny-demo-workers", "namespace": "ns"},
         "spec": {"replicas": 3, "selector": {}, "template": {}, "serviceName": "x"},
     });
-    let (client, seen) = mock_client(contributor_server(None, c.clone(), Some(sts)));
+    let (client, seen) = mock_client(contributor_server(c.clone()));
     let contributor: Arc<Contributor> = Arc::new(serde_json::from_value(c).unwrap());
-    contributor::reconcile(contributor, context(client))
+    let cached = Cached {
+        statefulsets: vec![sts],
+        ..Cached::default()
+    };
+    contributor::reconcile(contributor, context(client, &cached))
         .await
         .unwrap();
     assert_eq!(
         calls(&seen),
         vec![
-            pair("GET", &format!("{OURS}/trainingruns/tiny-demo")),
             pair("GET", &format!("{CORE}/secrets/tiny-demo-workers-keys")),
             pair("PATCH", &format!("{CORE}/secrets/tiny-demo-workers-keys")),
-            pair("GET", &format!("{APPS}/statefulsets/tiny-demo-workers")),
             pair("PATCH", &format!("{APPS}/statefulsets/tiny-demo-workers")),
             pair(
                 "PATCH",
@@ -497,9 +519,181 @@ async fn workers_of_a_missing_run_are_scaled_to_zero() {
         ]
     );
     let seen = seen.lock().unwrap();
-    assert_eq!(seen[4].body, json!({"spec": {"replicas": 0}}));
-    let status = &seen[5].body["status"];
+    assert_eq!(seen[2].body, json!({"spec": {"replicas": 0}}));
+    let status = &seen[3].body["status"];
     assert_eq!(status["conditions"][0]["reason"], "RunNotFound");
+}
+
+fn as_json<T: Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap()
+}
+
+#[tokio::test]
+async fn unchanged_children_are_applied_once_and_again_only_when_someone_else_changes_them() {
+    let run = run_json();
+    let typed = training_run(&run);
+    let manifest = children::run_manifest(&typed).unwrap();
+    let images = Images {
+        coordinator: "example/operator:1".into(),
+        worker: "example/worker:1".into(),
+    };
+    // The cluster already holds exactly what the operator wants (a restarted operator).
+    let deployment = children::coordinator_deployment(&typed, &images, &manifest);
+    let cached = Cached {
+        config_maps: vec![as_json(&children::config_map(&typed, &manifest))],
+        deployments: vec![as_json(&deployment)],
+        ..Cached::default()
+    };
+    let (client, seen) = mock_client(run_server(run.clone()));
+    let (ctx, mut deployments) = context_with(client, &cached);
+    let children_written = |seen: &Arc<Mutex<Vec<Seen>>>| {
+        calls(seen)
+            .into_iter()
+            .filter(|(m, p)| m == "PATCH" && !p.ends_with("/status") && !p.contains("/events"))
+            .count()
+    };
+
+    // A fresh process has no record of its applies: it re-asserts every child once.
+    training_run::reconcile(typed.clone(), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(children_written(&seen), 4);
+
+    // The PVC and Service are not in the cache (not listed yet): they are applied again; the
+    // ConfigMap and Deployment, cached as applied, are not.
+    seen.lock().unwrap().clear();
+    training_run::reconcile(typed.clone(), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(&seen)
+            .into_iter()
+            .filter(|(m, p)| m == "PATCH" && !p.ends_with("/status") && !p.contains("/events"))
+            .map(|(_, p)| p)
+            .collect::<Vec<_>>(),
+        vec![
+            format!("{CORE}/persistentvolumeclaims/tiny-demo-coordinator"),
+            format!("{CORE}/services/tiny-demo-coordinator"),
+        ]
+    );
+
+    // Someone edits the Deployment's spec (its generation moves): it is applied again.
+    let mut edited = deployment.clone();
+    edited.metadata.generation = Some(7);
+    deployments.apply_watcher_event(&watcher::Event::Apply(edited));
+    seen.lock().unwrap().clear();
+    training_run::reconcile(typed, ctx).await.unwrap();
+    assert!(
+        calls(&seen).contains(&pair(
+            "PATCH",
+            &format!("{APPS}/deployments/tiny-demo-coordinator")
+        )),
+        "{:?}",
+        calls(&seen)
+    );
+    assert!(!calls(&seen).contains(&pair("PATCH", &format!("{CORE}/configmaps/tiny-demo-run"))));
+}
+
+#[tokio::test]
+async fn a_contributor_reads_its_keys_and_scores_from_the_caches() {
+    let mut c = contributor_json(2);
+    c["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "tributary.dev/v1alpha1", "kind": "TrainingRun", "name": "tiny-demo",
+        "uid": "run-uid-1", "controller": false, "blockOwnerDeletion": false,
+    }]);
+    let typed: Contributor = serde_json::from_value(c.clone()).unwrap();
+    let identities = [Identity::generate(), Identity::generate()];
+    let keys = children::pod_names("tiny-demo-workers", 2)
+        .into_iter()
+        .zip(&identities)
+        .map(|(pod, id)| (pod, id.to_hex()))
+        .collect();
+    let secret = as_json(&children::keys_secret(&typed, &keys));
+    let cached = Cached {
+        runs: vec![run_json()],
+        secrets: vec![secret],
+        ..Cached::default()
+    };
+    let (client, seen) = mock_client(contributor_server(c.clone()));
+    let ctx = context(client, &cached);
+    let scored = identities[1].peer_id();
+    ctx.caches.remember_status(
+        "ns",
+        "tiny-demo",
+        Some(Arc::new(RunStatus {
+            peers: vec![tributary_proto::v1alpha1::PeerStatus {
+                peer_id: scored.clone(),
+                active: true,
+                last_round_submitted: 3,
+                score: 0.5,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    );
+    contributor::reconcile(Arc::new(typed), ctx).await.unwrap();
+    assert_eq!(
+        calls(&seen),
+        vec![
+            pair("PATCH", &format!("{APPS}/statefulsets/tiny-demo-workers")),
+            pair(
+                "PATCH",
+                &format!("{OURS}/contributors/tiny-demo-workers/status")
+            ),
+        ],
+        "keys and scores come from the caches"
+    );
+    let seen = seen.lock().unwrap();
+    let status = &seen[1].body["status"];
+    assert_eq!(
+        status["peerIds"],
+        json!([identities[0].peer_id(), identities[1].peer_id()])
+    );
+    assert_eq!(
+        status["scores"],
+        json!([{"peerId": scored, "score": 0.5, "round": 3, "excluded": false}])
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_done_before_every_cache_has_listed() {
+    let (client, seen) = mock_client(contributor_server(contributor_json(2)));
+    let mut ready = cache::Readiness::default();
+    let pods_listed = ready.flag();
+    let caches = Caches::new(
+        filled(&[run_json()]).0,
+        filled(&[]).0,
+        filled(&[]).0,
+        filled(&[]).0,
+        filled(&[]).0,
+        filled(&[]).0,
+        filled(&[]).0,
+        filled(&[]).0,
+        filled(&[]).0,
+        ready,
+    );
+    let (ctx, _) = context_with(client, &Cached::default());
+    let ctx = Arc::new(Context::new(
+        ctx.client.clone(),
+        caches,
+        Parts {
+            images: ctx.images.clone(),
+            probe: Arc::new(NoCoordinator),
+            metrics: ctx.metrics.clone(),
+            identity: "test-replica".into(),
+            poll: ctx.poll,
+        },
+    ));
+    let contributor: Arc<Contributor> =
+        Arc::new(serde_json::from_value(contributor_json(2)).unwrap());
+    let action = contributor::reconcile(contributor.clone(), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    assert!(calls(&seen).is_empty(), "{:?}", calls(&seen));
+    pods_listed.store(true, std::sync::atomic::Ordering::Release);
+    contributor::reconcile(contributor, ctx).await.unwrap();
+    assert!(!calls(&seen).is_empty());
 }
 
 #[test]

@@ -7,61 +7,71 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use tributary_crds::{
-    Contributor, Problems, RunPhase, TrainingRun, TrainingRunSpec, TrainingRunStatus,
-};
+use tributary_crds::{Problems, RunPhase, TrainingRun, TrainingRunSpec, TrainingRunStatus};
 use tributary_proto::v1alpha1::RunStatus;
 
-use super::children::{
-    self, COMPONENT_LABEL, RUN_FILE, RUN_LABEL, config_map_name, coordinator_name,
-};
+use super::children::{self, RUN_FILE, RUN_LABEL, config_map_name, coordinator_name};
 use super::status::{self, Observed};
-use super::{Context, ReconcileError, apply, apply_status};
+use super::{CACHES_WAIT, Context, ReconcileError, apply_status};
 
 pub const CONTROLLER: &str = "trainingrun";
 
 pub async fn reconcile(run: Arc<TrainingRun>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if !ctx.caches.ready() {
+        return Ok(Action::requeue(CACHES_WAIT));
+    }
     let ns = run.namespace().ok_or(ReconcileError::NotNamespaced)?;
     let name = run.name_any();
+    let caches = &ctx.caches;
     let invalid = run.spec.validate();
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let running = config_maps
-        .get_opt(&config_map_name(&name))
-        .await?
+    let running = caches
+        .config_maps
+        .get(&ns, &config_map_name(&name))
         .and_then(|cm| running_spec(&cm));
     let refused = match &running {
         Some(old) if invalid.is_empty() => run.spec.frozen_changes(old),
         _ => Problems::default(),
     };
     if invalid.is_empty() && refused.is_empty() {
-        let manifest = children::run_manifest(&run)?;
-        apply(&config_maps, &children::config_map(&run, &manifest)).await?;
         let client = &ctx.client;
+        let manifest = children::run_manifest(&run)?;
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        caches
+            .config_maps
+            .apply(&config_maps, &children::config_map(&run, &manifest))
+            .await?;
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-        apply(&pvcs, &children::coordinator_pvc(&run)).await?;
+        caches
+            .pvcs
+            .apply(&pvcs, &children::coordinator_pvc(&run))
+            .await?;
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         let deployment = children::coordinator_deployment(&run, &ctx.images, &manifest);
-        apply(&deployments, &deployment).await?;
+        caches.deployments.apply(&deployments, &deployment).await?;
         let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-        apply(&services, &children::coordinator_service(&run)).await?;
+        caches
+            .services
+            .apply(&services, &children::coordinator_service(&run))
+            .await?;
     }
 
     let (coordinator, problem) = if invalid.is_empty() {
-        coordinator_status(&ctx, &ns, &name, run.spec.coordinator.port).await?
+        coordinator_status(&ctx, &ns, &name, run.spec.coordinator.port).await
     } else {
         (None, None)
     };
-    let own_peers = own_peers(&ctx, &ns, &name).await?;
+    caches.remember_status(&ns, &name, coordinator.clone());
+    let own_peers = own_peers(&ctx, &ns, &name);
     let previous = run.status.as_ref();
     let new = status::run_status(&Observed {
         generation: run.metadata.generation,
         invalid: &invalid,
         refused: &refused,
-        coordinator: coordinator.as_ref(),
+        coordinator: coordinator.as_deref(),
         coordinator_problem: problem,
         own_peers: &own_peers,
         min_peers: run.spec.participation.min_peers,
@@ -89,20 +99,25 @@ fn running_spec(cm: &ConfigMap) -> Option<TrainingRunSpec> {
 }
 
 /// The coordinator's status when a Ready coordinator pod answers; otherwise why not.
-pub(super) async fn coordinator_status(
+async fn coordinator_status(
     ctx: &Context,
     ns: &str,
     run: &str,
     port: u16,
-) -> Result<(Option<RunStatus>, Option<String>), ReconcileError> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{RUN_LABEL}={run},{COMPONENT_LABEL}=coordinator");
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
-    let Some(ip) = list.items.iter().find_map(ready_ip) else {
-        return Ok((
+) -> (Option<Arc<RunStatus>>, Option<String>) {
+    let ip = ctx
+        .caches
+        .coordinator_pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| p.labels().get(RUN_LABEL).map(String::as_str) == Some(run))
+        .find_map(|p| ready_ip(p));
+    let Some(ip) = ip else {
+        return (
             None,
             Some(format!("no Ready pod of {}", coordinator_name(run))),
-        ));
+        );
     };
     let host = if ip.contains(':') {
         format!("[{ip}]")
@@ -110,10 +125,10 @@ pub(super) async fn coordinator_status(
         ip
     };
     let url = format!("http://{host}:{port}");
-    Ok(match ctx.probe.status(url).await {
-        Ok(status) => (Some(status), None),
+    match ctx.probe.status(url).await {
+        Ok(status) => (Some(Arc::new(status)), None),
         Err(e) => (None, Some(e)),
-    })
+    }
 }
 
 /// The IP of a pod that is Ready and not being deleted.
@@ -131,16 +146,16 @@ pub fn ready_ip(pod: &Pod) -> Option<String> {
 }
 
 /// Peer ids of this run's in-cluster workers, as their Contributors report them.
-async fn own_peers(ctx: &Context, ns: &str, run: &str) -> Result<BTreeSet<String>, ReconcileError> {
-    let contributors: Api<Contributor> = Api::namespaced(ctx.client.clone(), ns);
-    let list = contributors.list(&ListParams::default()).await?;
-    Ok(list
-        .items
+fn own_peers(ctx: &Context, ns: &str, run: &str) -> BTreeSet<String> {
+    ctx.caches
+        .contributors
+        .state()
         .iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns))
         .filter(|c| c.spec.training_run == run && c.spec.external.is_none())
         .filter_map(|c| c.status.as_ref())
         .flat_map(|s| s.peer_ids.iter().cloned())
-        .collect())
+        .collect()
 }
 
 async fn publish_events(
