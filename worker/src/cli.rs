@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tributary_codec::QuantMode;
+use tributary_crds::OuterLrStep;
 
 use crate::self_check;
-use crate::simulate::{self, CompareOptions, SimConfig, Strategy, WireFormat};
+use crate::simulate::{self, CompareOptions, OuterLrDrop, SimConfig, Strategy, WireFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,6 +112,18 @@ pub struct SimulateArgs {
     /// Aggregate with the paper's (1/R)·Σ instead of production's clipped mean over selectors.
     #[arg(long)]
     paper_mean: bool,
+    /// Outer learning-rate steps `ROUND:LR`, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = parse_outer_lr_step,
+        conflicts_with = "outer_lr_drop"
+    )]
+    outer_lr_step: Vec<OuterLrStep>,
+    /// `AT:RATIO`: from the fraction AT of the rounds on, the outer lr is RATIO × its value
+    /// (production lowered 1.0 to 0.4 late in the run).
+    #[arg(long, value_parser = parse_outer_lr_drop)]
+    outer_lr_drop: Option<OuterLrDrop>,
     /// libtorch threads.
     #[arg(long, default_value_t = 1)]
     threads: u32,
@@ -290,6 +303,8 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
     }
     cfg.codec.beta = args.beta.unwrap_or(cfg.codec.beta);
     cfg.paper_mean = args.paper_mean;
+    cfg.outer.lr_schedule = args.outer_lr_step.clone();
+    cfg.outer_lr_drop = args.outer_lr_drop;
     let l = &mut cfg.language;
     l.states = args.states.unwrap_or(l.states);
     l.fanout = args.fanout.unwrap_or(l.fanout);
@@ -302,4 +317,86 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
         cfg.inner.lr = lr;
     }
     cfg
+}
+
+/// `ROUND:LR`, one step of the outer learning-rate schedule.
+fn parse_outer_lr_step(s: &str) -> Result<OuterLrStep, String> {
+    let (round, lr) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected ROUND:LR, got {s:?}"))?;
+    let from_round = round
+        .trim()
+        .parse()
+        .map_err(|e| format!("round {round:?}: {e}"))?;
+    let lr: f64 = lr.trim().parse().map_err(|e| format!("lr {lr:?}: {e}"))?;
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(format!("outer lr must be positive, got {lr}"));
+    }
+    Ok(OuterLrStep { from_round, lr })
+}
+
+/// `AT:RATIO`, a late drop of the outer learning rate.
+fn parse_outer_lr_drop(s: &str) -> Result<OuterLrDrop, String> {
+    let (at, ratio) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected AT:RATIO, got {s:?}"))?;
+    let at: f64 = at.trim().parse().map_err(|e| format!("at {at:?}: {e}"))?;
+    let ratio: f64 = ratio
+        .trim()
+        .parse()
+        .map_err(|e| format!("ratio {ratio:?}: {e}"))?;
+    if !((0.0..=1.0).contains(&at) && ratio.is_finite() && ratio > 0.0) {
+        return Err(format!("need 0 ≤ AT ≤ 1 and RATIO > 0, got {s:?}"));
+    }
+    Ok(OuterLrDrop { at, ratio })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_lr_flags_parse_and_reject_bad_values() {
+        let step = parse_outer_lr_step("154:0.34").unwrap();
+        assert_eq!(step.from_round, 154);
+        assert_eq!(step.lr, 0.34);
+        assert!(parse_outer_lr_step("154").is_err());
+        assert!(parse_outer_lr_step("154:0").is_err());
+        let drop = parse_outer_lr_drop("0.85:0.4").unwrap();
+        assert_eq!((drop.at, drop.ratio), (0.85, 0.4));
+        assert!(parse_outer_lr_drop("1.5:0.4").is_err());
+        assert!(parse_outer_lr_drop("0.85:-1").is_err());
+        assert!(parse_outer_lr_drop("0.85").is_err());
+    }
+
+    #[test]
+    fn the_drop_flag_reaches_the_outer_schedule() {
+        let cli = Cli::try_parse_from([
+            "tributary-worker",
+            "simulate",
+            "--tokens",
+            "8388608",
+            "--outer-lr-drop",
+            "0.85:0.4",
+        ])
+        .unwrap();
+        let Command::Simulate(args) = cli.command else {
+            panic!("not simulate")
+        };
+        let outer = from_flags(&args).outer_optimizer();
+        // 2048 steps of H 10: 205 rounds, the last 30 at 0.4 × 0.85.
+        assert_eq!(outer.lr_at(174), simulate::SPARSE_OUTER_LR);
+        assert!((outer.lr_at(175) - 0.4 * simulate::SPARSE_OUTER_LR).abs() < 1e-12);
+        assert!(
+            Cli::try_parse_from([
+                "tributary-worker",
+                "simulate",
+                "--outer-lr-drop",
+                "0.85:0.4",
+                "--outer-lr-step",
+                "1:0.5",
+            ])
+            .is_err()
+        );
+    }
 }

@@ -69,6 +69,7 @@ pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
         },
         wire: WireFormat::Tributary,
         paper_mean: false,
+        outer_lr_drop: None,
         eval_sequences: opts.eval_sequences,
         evals: opts.evals,
         threads: 1,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tributary_codec::{CodecParams, QuantMode};
-use tributary_crds::{InnerOptimizer, ModelConfig, OuterOptimizer};
+use tributary_crds::{InnerOptimizer, ModelConfig, OuterLrStep, OuterOptimizer};
 use tributary_data::synthetic::LanguageConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -51,6 +51,9 @@ pub struct SimConfig {
     /// selected it after median-norm clipping (production).
     #[serde(default)]
     pub paper_mean: bool,
+    /// Late in the run the outer learning rate drops once (production lowered 1.0 to 0.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outer_lr_drop: Option<OuterLrDrop>,
     /// Held-out sequences for evaluation.
     pub eval_sequences: u32,
     /// Evaluations over the run (evenly spaced in tokens).
@@ -68,6 +71,37 @@ impl SimConfig {
 
     pub fn tokens_per_step(&self) -> u64 {
         u64::from(self.peers) * u64::from(self.batch) * u64::from(self.seq_len)
+    }
+
+    /// Rounds in the run (the last may be shorter).
+    pub fn rounds(&self) -> u64 {
+        self.steps().div_ceil(u64::from(self.inner_steps.max(1)))
+    }
+
+    /// The outer optimizer of the run, with `outer_lr_drop` as its schedule.
+    pub fn outer_optimizer(&self) -> OuterOptimizer {
+        let mut outer = self.outer.clone();
+        if let Some(drop) = self.outer_lr_drop {
+            outer.lr_schedule = vec![drop.step(outer.base_lr(), self.rounds())];
+        }
+        outer
+    }
+}
+
+/// One drop of the outer learning rate to `ratio` × its base, from the first round at or after
+/// the fraction `at` of the run's rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OuterLrDrop {
+    pub at: f64,
+    pub ratio: f64,
+}
+
+impl OuterLrDrop {
+    pub fn step(&self, lr: f64, rounds: u64) -> OuterLrStep {
+        OuterLrStep {
+            from_round: (self.at * rounds as f64).ceil() as u64,
+            lr: lr * self.ratio,
+        }
     }
 }
 
@@ -116,5 +150,30 @@ mod codec_params_serde {
                 tributary_codec::OneDPolicy::Dense
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outer_lr_drops_once_at_its_fraction_of_the_rounds() {
+        let drop = OuterLrDrop {
+            at: 0.75,
+            ratio: 0.4,
+        };
+        // 205 rounds: 0.75 × 205 = 153.75, so round 154 is the first at the lower rate.
+        let step = drop.step(0.85, 205);
+        assert_eq!(step.from_round, 154);
+        assert!((step.lr - 0.34).abs() < 1e-12);
+        let outer = OuterOptimizer {
+            lr: Some(0.85),
+            lr_schedule: vec![step],
+            ..OuterOptimizer::default()
+        };
+        assert_eq!(outer.lr_at(153), 0.85);
+        assert!((outer.lr_at(154) - 0.34).abs() < 1e-12);
+        assert!((outer.lr_at(204) - 0.34).abs() < 1e-12);
     }
 }

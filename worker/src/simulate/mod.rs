@@ -12,6 +12,6 @@ pub use compare::{
     CompareOptions, DDP_LR, INNER_LR, SPARSE_H, SPARSE_OUTER_LR, base, check, compare,
     diloco_outer, plan,
 };
-pub use config::{SimConfig, Strategy, WireFormat};
+pub use config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
 pub use report::{Point, RunReport};
 pub use run::simulate;

@@ -110,7 +110,7 @@ impl<'a> Sim<'a> {
             language,
             eval,
             peers,
-            outer: OuterStep::new(cfg.outer.clone(), &sizes),
+            outer: OuterStep::new(cfg.outer_optimizer(), &sizes),
             theta,
             efs,
             shapes,
