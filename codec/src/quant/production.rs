@@ -6,7 +6,12 @@ use super::Quant;
 use crate::error::{Error, Result};
 use crate::params::{MAX_ABS_PARAM, MAX_SCALE, MIN_PRODUCTION_SCALE};
 
-pub(super) fn quantize(levels: usize, values: &[f32], tensor: usize) -> Result<(Quant, Vec<u8>)> {
+pub(super) fn quantize(
+    levels: usize,
+    values: &[f32],
+    tensor: usize,
+    codes: &mut Vec<u8>,
+) -> Result<Quant> {
     let n = values.len();
     // Sums in f64, in chunk order: identical on every machine and thread count.
     let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
@@ -22,17 +27,15 @@ pub(super) fn quantize(levels: usize, values: &[f32], tensor: usize) -> Result<(
     scale = scale.max(MIN_PRODUCTION_SCALE);
     let half = (levels / 2) as f32;
     let top = (levels - 1) as f32;
-    let codes: Vec<u8> = values
-        .iter()
-        .map(|&v| {
-            ((v - shift) / scale + half)
-                .round_ties_even()
-                .clamp(0.0, top) as u8
-        })
-        .collect();
+    codes.clear();
+    codes.extend(values.iter().map(|&v| {
+        ((v - shift) / scale + half)
+            .round_ties_even()
+            .clamp(0.0, top) as u8
+    }));
     let mut bin_sum = vec![0f64; levels];
     let mut bin_n = vec![0u64; levels];
-    for (&v, &q) in values.iter().zip(&codes) {
+    for (&v, &q) in values.iter().zip(codes.iter()) {
         bin_sum[usize::from(q)] += f64::from(v - shift);
         bin_n[usize::from(q)] += 1;
     }
@@ -44,5 +47,5 @@ pub(super) fn quantize(levels: usize, values: &[f32], tensor: usize) -> Result<(
     if shift.abs() > MAX_ABS_PARAM || lut.iter().any(|l| l.abs() > MAX_ABS_PARAM) {
         return Err(Error::BadQuantParam { tensor });
     }
-    Ok((Quant::Production { shift, scale, lut }, codes))
+    Ok(Quant::Production { shift, scale, lut })
 }
