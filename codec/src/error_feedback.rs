@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::params::CodecParams;
 use crate::quant::{Quant, quantize};
 use crate::shape::{Chunking, Layout, TensorShape};
-use crate::simd::{GroupRows, Prefetch, collect_chunk, ef_group};
+use crate::simd::{GroupRows, Prefetch, Span, collect_chunk, ef_group};
 use crate::tensor::{CompressedTensor, Contribution, Payload, SparseTensor};
 use crate::topk::{ChunkView, Scratch, group_threshold, select, select_candidates};
 use rayon::prelude::*;
@@ -282,8 +282,10 @@ pub(crate) fn split(p: usize, width: usize) -> (usize, usize) {
     }
 }
 
-/// Chunks processed together: small enough to stay in L2 while selecting.
-const GROUP_ELEMS: usize = 1 << 17;
+/// Chunks processed together: small enough that a group and the next one, fetched meanwhile,
+/// stay in L2 (e and Δ of 64 K elements each: 1 MiB for both groups).
+const GROUP_ELEMS: usize = 1 << 16;
+
 /// Bands per parallel work item (the next group is prefetched within a work item).
 const STRIPE_BANDS: usize = 8;
 
@@ -329,25 +331,24 @@ fn select_stripe(
             rows,
             n,
         };
-        bad |= ef_group(&g, es, ds, beta, &mut s.gm);
+        // The next group is fetched while this one is updated and selected from: a few lines
+        // at every chunk row of both passes.
         let mut pf = match (i + 1 < total).then(|| group(i + 1)) {
-            Some((nbase, _, nn)) => {
-                let lines = rows * (nn * cw).div_ceil(16);
-                Prefetch {
-                    a: es,
-                    b: ds,
-                    start: nbase,
-                    stride: cols,
-                    width: nn * cw,
-                    rows,
-                    per_tick: lines.div_ceil(n * rows),
-                    pos: 0,
-                    row: 0,
-                    line: 0,
-                }
-            }
+            Some((nbase, _, nn)) => Prefetch {
+                a: Span::of(es),
+                b: Span::of(ds),
+                start: nbase,
+                stride: cols,
+                width: nn * cw,
+                rows,
+                per_tick: (rows * (nn * cw).div_ceil(16)).div_ceil(2 * n * rows),
+                pos: 0,
+                row: 0,
+                line: 0,
+            },
             None => Prefetch::none(),
         };
+        bad |= ef_group(&g, es, ds, beta, &mut s.gm, &mut pf);
         for j in 0..n {
             let c = first + j;
             let (Some(pc), Some(vc), Some(gm)) = (
