@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::params::CodecParams;
 use crate::quant::{Quant, quantize};
 use crate::shape::{Chunking, Layout, TensorShape};
-use crate::simd::{GroupRows, Prefetch, collect_chunk, ef_group};
+use crate::simd::{GroupRows, Prefetch, Span, collect_chunk, ef_group};
 use crate::tensor::{CompressedTensor, Contribution, Payload, SparseTensor};
 use crate::topk::{ChunkView, Scratch, group_threshold, select, select_candidates};
 use rayon::prelude::*;
@@ -49,43 +49,72 @@ pub fn compress(
     shape: &TensorShape,
     params: &CodecParams,
 ) -> Result<CompressedTensor> {
-    compress_indexed(ef, delta, shape, params, 0)
+    let mut out = CompressedTensor::empty();
+    compress_indexed(ef, delta, shape, params, 0, &mut out)?;
+    Ok(out)
 }
 
 /// Compresses every tensor of a model into one contribution (tensors in order).
+///
+/// A fresh [`compress_contribution_into`]; peers that compress every round reuse theirs.
 pub fn compress_contribution(
     efs: &mut [ErrorFeedback],
     deltas: &[&[f32]],
     shapes: &[TensorShape],
     params: &CodecParams,
 ) -> Result<Contribution> {
+    let mut out = Contribution::default();
+    compress_contribution_into(efs, deltas, shapes, params, &mut out)?;
+    Ok(out)
+}
+
+/// Compresses every tensor of a model into `out` (tensors in order), reusing its buffers:
+/// with the same shapes and parameters as last time, nothing is allocated.
+///
+/// The result is the same as [`compress_contribution`]'s, whatever `out` held. On error `out`
+/// is left empty (no tensors).
+pub fn compress_contribution_into(
+    efs: &mut [ErrorFeedback],
+    deltas: &[&[f32]],
+    shapes: &[TensorShape],
+    params: &CodecParams,
+    out: &mut Contribution,
+) -> Result<()> {
     if efs.len() != deltas.len() || deltas.len() != shapes.len() {
+        out.tensors.clear();
         return Err(Error::LengthMismatch {
             expected: shapes.len() as u64,
             got: deltas.len() as u64,
         });
     }
+    out.params = *params;
+    out.tensors.truncate(shapes.len());
+    out.tensors
+        .resize_with(shapes.len(), CompressedTensor::empty);
     // Tensors are independent: parallel over them as well as inside each one.
-    let tensors = efs
+    let done = efs
         .par_iter_mut()
         .zip(deltas.par_iter())
         .zip(shapes.par_iter())
+        .zip(out.tensors.par_iter_mut())
         .enumerate()
-        .map(|(i, ((ef, d), s))| compress_indexed(ef, d, s, params, i))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Contribution {
-        params: *params,
-        tensors,
-    })
+        .try_for_each(|(i, (((ef, d), s), t))| compress_indexed(ef, d, s, params, i, t));
+    if done.is_err() {
+        out.tensors.clear();
+    }
+    done
 }
 
+/// Compresses one tensor into `out`, reusing its buffers. On error `out` is not a valid
+/// tensor of `shape`; the caller discards it.
 fn compress_indexed(
     ef: &mut ErrorFeedback,
     delta: &[f32],
     shape: &TensorShape,
     params: &CodecParams,
     tensor: usize,
-) -> Result<CompressedTensor> {
+    out: &mut CompressedTensor,
+) -> Result<()> {
     params.validate()?;
     let numel = shape.numel();
     for got in [delta.len(), ef.buf.len()] {
@@ -96,8 +125,12 @@ fn compress_indexed(
             });
         }
     }
+    if out.shape != *shape {
+        out.shape.clone_from(shape);
+    }
     let beta = params.beta;
-    let payload = match Layout::of(shape, params)? {
+    let buffers = Buffers::take(&mut out.payload);
+    out.payload = match Layout::of(shape, params)? {
         Layout::Dense { .. } => {
             let e = &mut ef.buf;
             let mut finite = true;
@@ -109,24 +142,51 @@ fn compress_indexed(
                 ef.reset();
                 return Err(Error::NonFiniteInput);
             }
-            // Everything is sent, so the residual is exactly zero.
-            let values = std::mem::replace(e, vec![0.0; delta.len()]);
+            // Everything is sent, so the residual is exactly zero: e and the (zeroed) payload
+            // buffer change places.
+            let mut values = buffers.dense;
+            values.clear();
+            values.resize(delta.len(), 0.0);
+            std::mem::swap(e, &mut values);
             Payload::Dense(values)
         }
-        Layout::Sparse(ch) => match compress_sparse(&mut ef.buf, delta, &ch, params, tensor) {
-            Ok(s) => Payload::Sparse(s),
-            Err(err) => {
-                if err == Error::NonFiniteInput {
-                    ef.reset();
+        Layout::Sparse(ch) => {
+            match compress_sparse(&mut ef.buf, delta, &ch, params, tensor, buffers) {
+                Ok(s) => Payload::Sparse(s),
+                Err(err) => {
+                    if err == Error::NonFiniteInput {
+                        ef.reset();
+                    }
+                    return Err(err);
                 }
-                return Err(err);
             }
-        },
+        }
     };
-    Ok(CompressedTensor {
-        shape: shape.clone(),
-        payload,
-    })
+    Ok(())
+}
+
+/// The output buffers of a tensor's previous payload, to be overwritten.
+#[derive(Default)]
+struct Buffers {
+    dense: Vec<f32>,
+    positions: Vec<u16>,
+    codes: Vec<u8>,
+}
+
+impl Buffers {
+    fn take(payload: &mut Payload) -> Self {
+        match std::mem::replace(payload, Payload::Dense(Vec::new())) {
+            Payload::Dense(dense) => Self {
+                dense,
+                ..Self::default()
+            },
+            Payload::Sparse(s) => Self {
+                positions: s.positions,
+                codes: s.codes,
+                ..Self::default()
+            },
+        }
+    }
 }
 
 fn compress_sparse(
@@ -135,11 +195,14 @@ fn compress_sparse(
     ch: &Chunking,
     params: &CodecParams,
     tensor: usize,
+    buffers: Buffers,
 ) -> Result<SparseTensor> {
     let k = ch.k;
     let stripe = ch.band_len() * STRIPE_BANDS;
     let per_stripe = ch.chunks_per_row() * k * STRIPE_BANDS;
-    let mut positions = vec![0u16; ch.kept()];
+    // Every position is overwritten below: only the length matters.
+    let mut positions = buffers.positions;
+    positions.resize(ch.kept(), 0);
     // The selected values are only needed until quantization: reuse this thread's buffer.
     let mut values = VALUES.with(|v| v.take());
     values.clear();
@@ -153,8 +216,8 @@ fn compress_sparse(
             || Scratch::new(ch.chunk_len()),
             |s, (((es, ds), ps), vs)| select_stripe(s, es, ds, ps, vs, ch, params.beta),
         )?;
-    let q = quantize(params, &values, k, tensor);
-    let (quant, codes) = match q {
+    let mut codes = buffers.codes;
+    let quant = match quantize(params, &values, k, tensor, &mut codes) {
         Ok(q) => q,
         Err(err) => {
             VALUES.with(|v| v.replace(values));
@@ -219,8 +282,10 @@ pub(crate) fn split(p: usize, width: usize) -> (usize, usize) {
     }
 }
 
-/// Chunks processed together: small enough to stay in L2 while selecting.
-const GROUP_ELEMS: usize = 1 << 17;
+/// Chunks processed together: small enough that a group and the next one, fetched meanwhile,
+/// stay in L2 (e and Δ of 64 K elements each: 1 MiB for both groups).
+const GROUP_ELEMS: usize = 1 << 16;
+
 /// Bands per parallel work item (the next group is prefetched within a work item).
 const STRIPE_BANDS: usize = 8;
 
@@ -266,25 +331,24 @@ fn select_stripe(
             rows,
             n,
         };
-        bad |= ef_group(&g, es, ds, beta, &mut s.gm);
+        // The next group is fetched while this one is updated and selected from: a few lines
+        // at every chunk row of both passes.
         let mut pf = match (i + 1 < total).then(|| group(i + 1)) {
-            Some((nbase, _, nn)) => {
-                let lines = rows * (nn * cw).div_ceil(16);
-                Prefetch {
-                    a: es,
-                    b: ds,
-                    start: nbase,
-                    stride: cols,
-                    width: nn * cw,
-                    rows,
-                    per_tick: lines.div_ceil(n * rows),
-                    pos: 0,
-                    row: 0,
-                    line: 0,
-                }
-            }
+            Some((nbase, _, nn)) => Prefetch {
+                a: Span::of(es),
+                b: Span::of(ds),
+                start: nbase,
+                stride: cols,
+                width: nn * cw,
+                rows,
+                per_tick: (rows * (nn * cw).div_ceil(16)).div_ceil(2 * n * rows),
+                pos: 0,
+                row: 0,
+                line: 0,
+            },
             None => Prefetch::none(),
         };
+        bad |= ef_group(&g, es, ds, beta, &mut s.gm, &mut pf);
         for j in 0..n {
             let c = first + j;
             let (Some(pc), Some(vc), Some(gm)) = (

@@ -29,7 +29,9 @@ pub use aggregate_wire::{
     AGGREGATE_FORMAT_VERSION, AGGREGATE_MAGIC, decode_aggregate, encode_aggregate,
 };
 pub use error::{Error, Result};
-pub use error_feedback::{ErrorFeedback, compress, compress_contribution};
+pub use error_feedback::{
+    ErrorFeedback, compress, compress_contribution, compress_contribution_into,
+};
 pub use params::{
     CodecParams, MAX_ABS_PARAM, MAX_CHUNK_SIDE, MAX_SCALE, MIN_PRODUCTION_SCALE, OneDPolicy,
     QuantMode,

@@ -19,15 +19,37 @@ pub(crate) fn hit_mask(seg: &[f32], t: f32) -> u64 {
     }
 }
 
-/// Prefetches the cache line holding `data[i]`, if any (a hint; no effect on results).
+/// Where a slice lies in memory, for prefetch hints only (never dereferenced), so that a
+/// slice can be prefetched while it is borrowed mutably elsewhere.
+#[derive(Clone, Copy)]
+pub(crate) struct Span {
+    ptr: *const f32,
+    len: usize,
+}
+
+impl Span {
+    pub fn of(data: &[f32]) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            len: data.len(),
+        }
+    }
+    const EMPTY: Self = Self {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+}
+
+/// Prefetches the cache line holding element `i` of `data`, if any (a hint; no effect on
+/// results).
 #[inline(always)]
-fn prefetch_line(data: &[f32], i: usize) {
+fn prefetch_line(data: Span, i: usize) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(x) = data.get(i) {
+    if i < data.len {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: prefetching an address inside a live slice never faults and reads nothing
-        // architecturally; SSE is part of the x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(x).cast()) }
+        // SAFETY: a prefetch never faults and reads nothing architecturally (the address is
+        // inside the span anyway); SSE is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(data.ptr.wrapping_add(i).cast()) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, i);
@@ -35,9 +57,9 @@ fn prefetch_line(data: &[f32], i: usize) {
 
 /// Walks a block of rows in two arrays and prefetches a few cache lines per `tick`, so that
 /// memory transfers for the next block overlap with computing on the current one.
-pub(crate) struct Prefetch<'a> {
-    pub a: &'a [f32],
-    pub b: &'a [f32],
+pub(crate) struct Prefetch {
+    pub a: Span,
+    pub b: Span,
     pub start: usize,
     pub stride: usize,
     pub width: usize,
@@ -48,11 +70,11 @@ pub(crate) struct Prefetch<'a> {
     pub line: usize,
 }
 
-impl Prefetch<'_> {
+impl Prefetch {
     pub fn none() -> Self {
         Prefetch {
-            a: &[],
-            b: &[],
+            a: Span::EMPTY,
+            b: Span::EMPTY,
             start: 0,
             stride: 0,
             width: 0,
@@ -72,7 +94,7 @@ impl Prefetch<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn tick(&mut self) {
         let lines = self.width.div_ceil(16);
         for _ in 0..self.per_tick {
@@ -155,8 +177,9 @@ fn hit_mask_scalar(seg: &[f32], t: f32) -> u64 {
 
 // ---------------------------------------------------------------------------------------------
 // Kernels of the band pipeline (chunks whose width is a multiple of 8). Every kernel has a
-// portable version and an AVX2 version with identical results (integer compares on magnitude
-// keys; the error-feedback update is the same f32 multiply-then-add, never an FMA).
+// portable version and an AVX2 version (the candidate gather and count also an AVX-512 one)
+// with identical results (integer compares on magnitude keys; the error-feedback update is
+// the same f32 multiply-then-add, never an FMA).
 
 /// Magnitude key of a float's bits (sign cleared): monotone in |x| for non-NaN values.
 const ABS: u32 = 0x7fff_ffff;
@@ -179,19 +202,17 @@ pub(crate) fn ef_row(e: &mut [f32], d: &[f32], beta: f32, lanes: &mut [u32]) -> 
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn ef_row_scalar(e: &mut [f32], d: &[f32], beta: f32, lanes: &mut [u32]) -> bool {
     let mut mx = [0u32; 8];
-    let mut bad = false;
     for (ev, dv) in e.chunks_exact_mut(8).zip(d.chunks_exact(8)) {
         for ((x, &y), m) in ev.iter_mut().zip(dv).zip(mx.iter_mut()) {
             *x = beta * *x + y;
-            let kx = x.to_bits() & ABS;
-            bad |= kx > MAX_FINITE;
-            *m = (*m).max(kx);
+            *m = (*m).max(x.to_bits() & ABS);
         }
     }
     for (l, m) in lanes.iter_mut().zip(mx) {
         *l = m;
     }
-    bad
+    // A value is not finite iff its key exceeds MAX_FINITE, iff some lane maximum does.
+    mx.iter().any(|&m| m > MAX_FINITE)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -203,7 +224,6 @@ fn ef_row_avx2(e: &mut [f32], d: &[f32], beta: f32, lanes: &mut [u32]) -> bool {
     let abs = _mm256_set1_epi32(ABS as i32);
     let fin = _mm256_set1_epi32(MAX_FINITE as i32);
     let mut mx = _mm256_setzero_si256();
-    let mut bad = _mm256_setzero_si256();
     for (ev, dv) in e.chunks_exact_mut(8).zip(d.chunks_exact(8)) {
         let (Ok(ev), Ok(dv)) = (<&mut [f32; 8]>::try_from(ev), <&[f32; 8]>::try_from(dv)) else {
             continue;
@@ -214,16 +234,16 @@ fn ef_row_avx2(e: &mut [f32], d: &[f32], beta: f32, lanes: &mut [u32]) -> bool {
             let y = _mm256_loadu_ps(dv.as_ptr());
             let x = _mm256_add_ps(_mm256_mul_ps(b, x), y);
             _mm256_storeu_ps(ev.as_mut_ptr(), x);
-            let kx = _mm256_and_si256(_mm256_castps_si256(x), abs);
-            bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(kx, fin));
-            mx = _mm256_max_epi32(mx, kx);
+            // Keys are non-negative as i32, so a signed maximum orders them.
+            mx = _mm256_max_epi32(mx, _mm256_and_si256(_mm256_castps_si256(x), abs));
         }
     }
     if let Some(Ok(l)) = lanes.get_mut(..8).map(<&mut [u32; 8]>::try_from) {
         // SAFETY: `l` is 8 valid u32.
         unsafe { _mm256_storeu_si256(l.as_mut_ptr().cast(), mx) };
     }
-    _mm256_movemask_epi8(bad) != 0
+    // A value is not finite iff its key exceeds MAX_FINITE, iff some lane maximum does.
+    _mm256_movemask_epi8(_mm256_cmpgt_epi32(mx, fin)) != 0
 }
 
 /// One group of chunks (a run of `n` chunks of one band) inside a row-major matrix.
@@ -238,25 +258,34 @@ pub(crate) struct GroupRows {
 
 /// [`ef_row`] over every chunk row of a group, row by row (streaming); lane maxima of chunk
 /// j's row r go to `gm[(j·rows + r)·8..][..8]`. Returns `true` if a value is not finite.
+/// `pf` ticks once per chunk row.
 pub(crate) fn ef_group(
     g: &GroupRows,
     es: &mut [f32],
     ds: &[f32],
     beta: f32,
     gm: &mut [u32],
+    pf: &mut Prefetch,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected on this CPU just above.
-        return unsafe { ef_group_avx2(g, es, ds, beta, gm) };
+        return unsafe { ef_group_avx2(g, es, ds, beta, gm, pf) };
     }
-    ef_group_with(g, es, ds, gm, |e, d, l| ef_row_scalar(e, d, beta, l))
+    ef_group_with(g, es, ds, gm, pf, |e, d, l| ef_row_scalar(e, d, beta, l))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn ef_group_avx2(g: &GroupRows, es: &mut [f32], ds: &[f32], beta: f32, gm: &mut [u32]) -> bool {
-    ef_group_with(g, es, ds, gm, |e, d, l| ef_row_avx2(e, d, beta, l))
+fn ef_group_avx2(
+    g: &GroupRows,
+    es: &mut [f32],
+    ds: &[f32],
+    beta: f32,
+    gm: &mut [u32],
+    pf: &mut Prefetch,
+) -> bool {
+    ef_group_with(g, es, ds, gm, pf, |e, d, l| ef_row_avx2(e, d, beta, l))
 }
 
 #[inline(always)]
@@ -265,12 +294,14 @@ fn ef_group_with(
     es: &mut [f32],
     ds: &[f32],
     gm: &mut [u32],
+    pf: &mut Prefetch,
     mut row: impl FnMut(&mut [f32], &[f32], &mut [u32]) -> bool,
 ) -> bool {
     let mut bad = false;
     for r in 0..g.rows {
         let off = g.base + r * g.cols;
         for j in 0..g.n {
+            pf.tick();
             let o = off + j * g.cw;
             let l = (j * g.rows + r) * 8;
             if let (Some(er), Some(dr), Some(lanes)) = (
@@ -298,8 +329,13 @@ pub(crate) fn collect_chunk(
     t: u32,
     bits: &mut [u32],
     idx: &mut [u32],
-    pf: &mut Prefetch<'_>,
+    pf: &mut Prefetch,
 ) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("popcnt") {
+        // SAFETY: AVX-512F and POPCNT were detected on this CPU just above.
+        return unsafe { collect_chunk_avx512(g, j, es, gm, t, bits, idx, pf) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
         // SAFETY: AVX2 and POPCNT were detected on this CPU just above.
@@ -308,6 +344,72 @@ pub(crate) fn collect_chunk(
     collect_chunk_with(g, j, es, gm, t, pf, |row, base, m| {
         collect_row_scalar(row, base, t, bits, idx, m)
     })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,popcnt")]
+#[allow(clippy::too_many_arguments)]
+fn collect_chunk_avx512(
+    g: &GroupRows,
+    j: usize,
+    es: &[f32],
+    gm: &[u32],
+    t: u32,
+    bits: &mut [u32],
+    idx: &mut [u32],
+    pf: &mut Prefetch,
+) -> usize {
+    collect_chunk_with(g, j, es, gm, t, pf, |row, base, m| {
+        collect_row_avx512(row, base, t, bits, idx, m)
+    })
+}
+
+/// [`collect_row_avx2`] 16 values at a time, with the native compress of AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,popcnt")]
+#[inline]
+fn collect_row_avx512(
+    row: &[f32],
+    base: u32,
+    t: u32,
+    bits: &mut [u32],
+    idx: &mut [u32],
+    mut m: usize,
+) -> usize {
+    use std::arch::x86_64::*;
+    let tv = _mm512_set1_epi32(t as i32);
+    let abs = _mm512_set1_epi32(ABS as i32);
+    let mut iv = _mm512_add_epi32(
+        _mm512_set1_epi32(base as i32),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
+    let sixteen = _mm512_set1_epi32(16);
+    let blocks = row.chunks_exact(16);
+    let tail = blocks.remainder();
+    for o in blocks {
+        let (Ok(o), Some(bs), Some(is)) = (
+            <&[f32; 16]>::try_from(o),
+            bits.get_mut(m..m + 16),
+            idx.get_mut(m..m + 16),
+        ) else {
+            break;
+        };
+        // SAFETY: `o` is 16 valid f32 and `bs`/`is` are 16 valid u32 each; unaligned loads
+        // and stores are allowed.
+        unsafe {
+            let v = _mm512_castps_si512(_mm512_loadu_ps(o.as_ptr()));
+            let k = _mm512_cmpge_epu32_mask(_mm512_and_si512(v, abs), tv);
+            _mm512_storeu_si512(bs.as_mut_ptr().cast(), _mm512_maskz_compress_epi32(k, v));
+            _mm512_storeu_si512(is.as_mut_ptr().cast(), _mm512_maskz_compress_epi32(k, iv));
+            m += (k as u32).count_ones() as usize;
+        }
+        iv = _mm512_add_epi32(iv, sixteen);
+    }
+    if tail.is_empty() {
+        return m;
+    }
+    let done = row.len() - tail.len();
+    collect_row_avx2(tail, base + done as u32, t, bits, idx, m)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -321,7 +423,7 @@ fn collect_chunk_avx2(
     t: u32,
     bits: &mut [u32],
     idx: &mut [u32],
-    pf: &mut Prefetch<'_>,
+    pf: &mut Prefetch,
 ) -> usize {
     collect_chunk_with(g, j, es, gm, t, pf, |row, base, m| {
         collect_row_avx2(row, base, t, bits, idx, m)
@@ -335,7 +437,7 @@ fn collect_chunk_with(
     es: &[f32],
     gm: &[u32],
     t: u32,
-    pf: &mut Prefetch<'_>,
+    pf: &mut Prefetch,
     mut row: impl FnMut(&[f32], u32, usize) -> usize,
 ) -> usize {
     let start = g.base + j * g.cw;
@@ -356,11 +458,37 @@ fn collect_chunk_with(
 #[inline]
 pub(crate) fn count_ge(keys: &[u32], t: u32) -> usize {
     #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("popcnt") {
+        // SAFETY: AVX-512F and POPCNT were detected on this CPU just above.
+        return unsafe { count_ge_avx512(keys, t) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected on this CPU just above.
         return unsafe { count_ge_avx2(keys, t) };
     }
     count_ge_scalar(keys, t)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,popcnt")]
+fn count_ge_avx512(keys: &[u32], t: u32) -> usize {
+    use std::arch::x86_64::*;
+    let tv = _mm512_set1_epi32(t as i32);
+    let abs = _mm512_set1_epi32(ABS as i32);
+    let blocks = keys.chunks_exact(16);
+    let tail = blocks.remainder();
+    let mut n = 0usize;
+    for o in blocks {
+        let Ok(o) = <&[u32; 16]>::try_from(o) else {
+            continue;
+        };
+        // SAFETY: `o` is 16 valid u32.
+        let v = unsafe { _mm512_loadu_si512(o.as_ptr().cast()) };
+        let k = _mm512_cmpge_epu32_mask(_mm512_and_si512(v, abs), tv);
+        n += (k as u32).count_ones() as usize;
+    }
+    n + count_ge_avx2(tail, t)
 }
 
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
@@ -423,6 +551,11 @@ pub(crate) fn collect_row(
     idx: &mut [u32],
     m: usize,
 ) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("popcnt") {
+        // SAFETY: AVX-512F and POPCNT were detected on this CPU just above.
+        return unsafe { collect_row_avx512(row, base, t, bits, idx, m) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
         // SAFETY: AVX2 and POPCNT were detected on this CPU just above.
@@ -544,7 +677,15 @@ mod tests {
 
     #[test]
     fn band_kernels_match_scalar() {
-        for (len, seed) in [(8, 1), (64, 2), (128, 3), (64, 4), (24, 5)] {
+        for (len, seed) in [
+            (8, 1),
+            (64, 2),
+            (128, 3),
+            (64, 4),
+            (24, 5),
+            (56, 6),
+            (40, 7),
+        ] {
             let e0 = sample(len, seed);
             let d = sample(len, seed + 100);
             let mut e1 = e0.clone();
@@ -575,6 +716,20 @@ mod tests {
                 let m2 = collect_row_scalar(&e1, 5, t, &mut b2, &mut i2, 3);
                 assert_eq!(m1, m2);
                 assert_eq!((&b1[..m1], &i1[..m1]), (&b2[..m2], &i2[..m2]));
+                // The AVX2 kernels too, where the dispatch above took AVX-512.
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt")
+                {
+                    // SAFETY: AVX2 and POPCNT were detected on this CPU just above.
+                    let (n, m3) = unsafe {
+                        (
+                            count_ge_avx2(&keys, t),
+                            collect_row_avx2(&e1, 5, t, &mut b1, &mut i1, 3),
+                        )
+                    };
+                    assert_eq!(n, count_ge_scalar(&keys, t), "t={t:#x}");
+                    assert_eq!((&b1[..m3], &i1[..m3]), (&b2[..m2], &i2[..m2]));
+                }
             }
         }
         let mut nan = vec![1.0f32; 16];

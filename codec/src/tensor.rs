@@ -33,7 +33,9 @@ pub struct CompressedTensor {
 }
 
 /// Everything one peer sends for one round: parameters and tensors, in model order.
-#[derive(Debug, Clone, PartialEq)]
+/// `Default` is an empty contribution (e.g. to compress into, see
+/// [`crate::compress_contribution_into`]).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Contribution {
     pub params: CodecParams,
     pub tensors: Vec<CompressedTensor>,
@@ -81,6 +83,14 @@ impl SparseTensor {
 }
 
 impl CompressedTensor {
+    /// A placeholder (a scalar with no values) that compression overwrites.
+    pub(crate) fn empty() -> Self {
+        Self {
+            shape: TensorShape::from_u32(Vec::new()),
+            payload: Payload::Dense(Vec::new()),
+        }
+    }
+
     pub fn shape(&self) -> &TensorShape {
         &self.shape
     }

@@ -74,12 +74,7 @@ impl ChunkView<'_> {
 }
 
 /// Writes the k chunk-local indices of the largest |x|, ascending, into `out` (len k).
-pub(crate) fn select(
-    s: &mut Scratch,
-    chunk: &ChunkView<'_>,
-    out: &mut [u16],
-    pf: &mut Prefetch<'_>,
-) {
+pub(crate) fn select(s: &mut Scratch, chunk: &ChunkView<'_>, out: &mut [u16], pf: &mut Prefetch) {
     let n = chunk.len();
     let k = out.len();
     if k >= n {
@@ -157,12 +152,7 @@ fn estimate_threshold(chunk: &ChunkView<'_>, k: usize, sample: &mut Vec<u32>, sl
 
 /// Gathers (key, !index) of values with |x| ≥ threshold, in ascending index order.
 #[inline]
-fn collect(
-    chunk: &ChunkView<'_>,
-    threshold: f32,
-    cand: &mut [u64],
-    pf: &mut Prefetch<'_>,
-) -> usize {
+fn collect(chunk: &ChunkView<'_>, threshold: f32, cand: &mut [u64], pf: &mut Prefetch) -> usize {
     let mut m = 0usize;
     for r in 0..chunk.rows {
         pf.tick();

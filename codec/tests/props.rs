@@ -150,6 +150,42 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Compressing into a reused contribution (whatever it held: other shapes, other
+    /// parameters, dense or sparse tensors) gives what a fresh compression gives, round after
+    /// round, error feedback included; a failed call leaves it empty.
+    #[test]
+    fn compress_into_reused_matches_fresh(
+        rounds in prop::collection::vec((params_strategy(), tensor_strategy(), tensor_strategy()), 1..5),
+        seed in 0u64..1000,
+    ) {
+        let mut out = Contribution::default();
+        for (r, (p, (d0, x0), (d1, x1))) in rounds.into_iter().enumerate() {
+            let shapes = [shape(&d0), shape(&d1)];
+            let refs = [x0.as_slice(), x1.as_slice()];
+            let efs0: Vec<ErrorFeedback> = [&x0, &x1]
+                .iter()
+                .enumerate()
+                .map(|(i, x)| ErrorFeedback::from_vec(values(x.len(), seed + (r * 2 + i) as u64)))
+                .collect();
+            let (mut fresh_efs, mut reused_efs) = (efs0.clone(), efs0);
+            let fresh = compress_contribution(&mut fresh_efs, &refs, &shapes, &p).unwrap();
+            compress_contribution_into(&mut reused_efs, &refs, &shapes, &p, &mut out).unwrap();
+            prop_assert_eq!(&out, &fresh);
+            prop_assert_eq!(encode(&out).unwrap(), encode(&fresh).unwrap());
+            prop_assert_eq!(&reused_efs, &fresh_efs);
+        }
+        let mut bad = vec![1.0f32; 16];
+        bad[3] = f32::NAN;
+        let mut efs = vec![ErrorFeedback::zeros(16)];
+        let err = compress_contribution_into(&mut efs, &[&bad], &[shape(&[4, 4])], &CodecParams::default(), &mut out);
+        prop_assert_eq!(err, Err(Error::NonFiniteInput));
+        prop_assert!(out.tensors.is_empty());
+    }
+}
+
 /// Bytes and residuals are identical for 1, 2 and 3 worker threads.
 #[test]
 fn thread_count_independent() {

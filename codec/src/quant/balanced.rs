@@ -14,10 +14,12 @@ pub(super) fn quantize(
     values: &[f32],
     k: usize,
     tensor: usize,
-) -> Result<(Quant, Vec<u8>)> {
+    codes: &mut Vec<u8>,
+) -> Result<Quant> {
     let m = 1usize << (bits - 1);
     let nchunks = values.len() / k.max(1);
-    let mut codes = vec![0u8; values.len()];
+    // Every code is overwritten below (each chunk's ranks cover all its values).
+    codes.resize(values.len(), 0);
     let mut chunk_scales = vec![0u16; nchunks];
     codes
         .par_chunks_mut(k.max(1))
@@ -72,5 +74,5 @@ pub(super) fn quantize(
     {
         return Err(Error::BadQuantParam { tensor });
     }
-    Ok((Quant::Balanced { lut, chunk_scales }, codes))
+    Ok(Quant::Balanced { lut, chunk_scales })
 }

@@ -40,16 +40,18 @@ impl Quant {
     }
 }
 
-/// Codes for `values` (chunk-major, `k` per chunk) and the tensor's quantization parameters.
+/// The tensor's quantization parameters; `codes` (overwritten, any length before) receives
+/// one code per value of `values` (chunk-major, `k` per chunk).
 pub(crate) fn quantize(
     params: &CodecParams,
     values: &[f32],
     k: usize,
     tensor: usize,
-) -> Result<(Quant, Vec<u8>)> {
+    codes: &mut Vec<u8>,
+) -> Result<Quant> {
     match params.mode {
-        QuantMode::Production => production::quantize(params.levels(), values, tensor),
-        QuantMode::Balanced => balanced::quantize(params.bits, values, k, tensor),
+        QuantMode::Production => production::quantize(params.levels(), values, tensor, codes),
+        QuantMode::Balanced => balanced::quantize(params.bits, values, k, tensor, codes),
     }
 }
 

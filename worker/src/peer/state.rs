@@ -4,8 +4,8 @@
 use anyhow::{Context, Result, bail};
 use tch::Device;
 use tributary_codec::{
-    CodecParams, Contribution, DecodeLimits, ErrorFeedback, TensorShape, compress_contribution,
-    decode_aggregate, encode,
+    CodecParams, Contribution, DecodeLimits, ErrorFeedback, TensorShape,
+    compress_contribution_into, decode_aggregate, encode,
 };
 use tributary_crds::{DataSource, ModelConfig, ParamSpec, TrainingRunSpec};
 use tributary_data::shards::ShardSet;
@@ -41,9 +41,11 @@ pub struct PeerState {
     source: Box<dyn TokenSource>,
     /// The embedded language (for the held-out floor), when the run uses it.
     language: Option<Language>,
-    /// This peer's last update, until its round ends: if the update is not in the aggregate,
-    /// its decoded values go back into error feedback (nothing of it was applied).
-    pending: Option<(u64, Contribution)>,
+    /// This peer's last update; its buffers are reused by the next round's compression.
+    sent: Contribution,
+    /// The round of `sent` until that round ends: if the update is not in the aggregate, its
+    /// decoded values go back into error feedback (nothing of it was applied).
+    pending: Option<u64>,
     seq_len: usize,
 }
 
@@ -127,6 +129,7 @@ impl PeerState {
             inner,
             source,
             language,
+            sent: Contribution::default(),
             pending: None,
             seq_len,
             spec,
@@ -161,9 +164,15 @@ impl PeerState {
         let local = self.inner.model.params().to_vecs()?;
         let delta = pseudo_gradient(&self.theta, &local);
         let slices: Vec<&[f32]> = delta.iter().map(Vec::as_slice).collect();
-        let c = compress_contribution(&mut self.efs, &slices, &self.shapes, &self.codec)?;
-        let payload = encode(&c)?;
-        self.pending = Some((round, c));
+        compress_contribution_into(
+            &mut self.efs,
+            &slices,
+            &self.shapes,
+            &self.codec,
+            &mut self.sent,
+        )?;
+        let payload = encode(&self.sent)?;
+        self.pending = Some(round);
         Ok(Trained {
             payload,
             mean_loss: loss / f64::from(h.max(1)),
@@ -194,7 +203,7 @@ impl PeerState {
 
     /// A round ended (published without this peer, or skipped).
     pub fn end_round(&mut self, round: u64) {
-        if self.pending.as_ref().is_some_and(|(r, _)| *r <= round) {
+        if self.pending.is_some_and(|r| r <= round) {
             self.restore_pending();
         }
     }
@@ -202,8 +211,8 @@ impl PeerState {
     /// Puts an update that was not applied back into error feedback: `e ← e + decoded`, so
     /// its mass is sent later instead of lost.
     fn restore_pending(&mut self) {
-        if let Some((_, c)) = self.pending.take() {
-            for (ef, t) in self.efs.iter_mut().zip(&c.tensors) {
+        if self.pending.take().is_some() {
+            for (ef, t) in self.efs.iter_mut().zip(&self.sent.tensors) {
                 // Shapes match by construction; a mismatch would be a bug, not input.
                 let _ = t.accumulate_into(ef.as_mut_slice(), 1.0);
             }

@@ -5,8 +5,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use tch::Device;
 use tributary_codec::{
-    AggregationRule, Aggregator, DecodeLimits, ErrorFeedback, TensorShape, compress_contribution,
-    decode, encode, production_wire_bytes,
+    AggregationRule, Aggregator, Contribution, DecodeLimits, ErrorFeedback, TensorShape,
+    compress_contribution_into, decode, encode, production_wire_bytes,
 };
 use tributary_data::synthetic::Language;
 use tributary_data::{Batch, StreamId, TokenSource};
@@ -81,6 +81,8 @@ struct Sim<'a> {
     theta: Vec<Vec<f32>>,
     outer: OuterStep,
     efs: Vec<Vec<ErrorFeedback>>,
+    /// The contribution being sent; its buffers are reused by every peer and round.
+    sent: Contribution,
     shapes: Vec<TensorShape>,
     numel: usize,
     bytes_per_peer: u64,
@@ -113,6 +115,7 @@ impl<'a> Sim<'a> {
             outer: OuterStep::new(cfg.outer_optimizer(), &sizes),
             theta,
             efs,
+            sent: Contribution::default(),
             shapes,
             numel: sizes.iter().sum(),
             bytes_per_peer: 0,
@@ -200,12 +203,18 @@ impl<'a> Sim<'a> {
         let limits = DecodeLimits::default();
         for (p, delta) in deltas.iter().enumerate() {
             let slices: Vec<&[f32]> = delta.iter().map(Vec::as_slice).collect();
-            let c =
-                compress_contribution(&mut self.efs[p], &slices, &self.shapes, &self.cfg.codec)?;
-            let bytes = encode(&c)?;
+            let c = &mut self.sent;
+            compress_contribution_into(
+                &mut self.efs[p],
+                &slices,
+                &self.shapes,
+                &self.cfg.codec,
+                c,
+            )?;
+            let bytes = encode(c)?;
             sent += match self.cfg.wire {
                 WireFormat::Tributary => bytes.len() as u64,
-                WireFormat::Production => production_wire_bytes(&c),
+                WireFormat::Production => production_wire_bytes(c),
             };
             received.push(decode(&bytes, &limits)?);
         }
