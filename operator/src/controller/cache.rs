@@ -98,7 +98,7 @@ where
             },
         );
         // Forget deleted objects now and then, so the record stays as large as the cache.
-        if records.len() > 2 * self.store.state().len() + 64 {
+        if records.len() > 2 * self.store.len() + 64 {
             let live = &self.store;
             records.retain(|k, _| live.get(k).is_some());
         }
@@ -207,7 +207,7 @@ impl Caches {
             }
         }
         // Deleted runs are never reconciled again: drop their answers here.
-        if statuses.len() > self.runs.state().len() {
+        if statuses.len() > self.runs.len() {
             statuses.retain(|k, _| self.runs.get(k).is_some());
         }
     }
