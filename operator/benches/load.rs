@@ -36,6 +36,9 @@ use tributary_proto::v1alpha1::{
 };
 use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
+mod common;
+use common::env_or;
+
 const RUN_ID: &str = "load";
 
 struct Settings {
@@ -43,15 +46,6 @@ struct Settings {
     rounds: u64,
     timeout: Duration,
     agg_peers: Vec<usize>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
-        Err(_) => default,
-    }
 }
 
 impl Settings {

@@ -44,6 +44,9 @@ use tributary_crds::{Contributor, TrainingRun};
 use tributary_operator::controller::metrics::{Metrics, ReconcileLabels};
 use tributary_operator::controller::{self, GrpcProbe, Images, Parts, run_controllers};
 
+mod common;
+use common::env_or;
+
 const TRAINING_RUN_YAML: &str = include_str!("../../examples/trainingrun.yaml");
 const CONTRIBUTOR_YAML: &str = include_str!("../../examples/contributor.yaml");
 const CONTROLLERS: [&str; 2] = ["trainingrun", "contributor"];
@@ -55,15 +58,6 @@ struct Settings {
     poll: Duration,
     settle: Duration,
     timeout: Duration,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
-        Err(_) => default,
-    }
 }
 
 impl Settings {
