@@ -112,7 +112,7 @@ pub struct SimulateArgs {
     /// Aggregate with the paper's (1/R)·Σ instead of production's clipped mean over selectors.
     #[arg(long)]
     paper_mean: bool,
-    /// Outer learning-rate steps `ROUND:LR`, comma separated.
+    /// Outer learning-rate steps `ROUND:LR`, comma separated (replace the default late drop).
     #[arg(
         long,
         value_delimiter = ',',
@@ -121,7 +121,8 @@ pub struct SimulateArgs {
     )]
     outer_lr_step: Vec<OuterLrStep>,
     /// `AT:RATIO`: from the fraction AT of the rounds on, the outer lr is RATIO × its value
-    /// (production lowered 1.0 to 0.4 late in the run).
+    /// (production lowered 1.0 to 0.4 late in the run). Default: the comparison's 0.85:0.4;
+    /// `1:1` turns it off.
     #[arg(long, value_parser = parse_outer_lr_drop)]
     outer_lr_drop: Option<OuterLrDrop>,
     /// libtorch threads.
@@ -303,8 +304,14 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
     }
     cfg.codec.beta = args.beta.unwrap_or(cfg.codec.beta);
     cfg.paper_mean = args.paper_mean;
-    cfg.outer.lr_schedule = args.outer_lr_step.clone();
-    cfg.outer_lr_drop = args.outer_lr_drop;
+    if !args.outer_lr_step.is_empty() {
+        // Explicit steps replace the comparison's late drop.
+        cfg.outer.lr_schedule = args.outer_lr_step.clone();
+        cfg.outer_lr_drop = None;
+    }
+    if let Some(drop) = args.outer_lr_drop {
+        cfg.outer_lr_drop = Some(drop);
+    }
     let l = &mut cfg.language;
     l.states = args.states.unwrap_or(l.states);
     l.fanout = args.fanout.unwrap_or(l.fanout);
@@ -398,5 +405,29 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn simulate_drops_like_the_comparison_unless_told_otherwise() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["tributary-worker", "simulate", "--tokens", "8388608"];
+            argv.extend_from_slice(extra);
+            let Command::Simulate(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not simulate")
+            };
+            from_flags(&args).outer_optimizer()
+        };
+        let base = simulate::SPARSE_OUTER_LR;
+        // Default: the comparison's drop, 0.4× from round 175 of 205.
+        let default = parse(&[]);
+        assert_eq!(default.lr_at(174), base);
+        assert!((default.lr_at(175) - 0.4 * base).abs() < 1e-12);
+        // Explicit steps replace it.
+        let steps = parse(&["--outer-lr-step", "100:0.5"]);
+        assert_eq!(steps.lr_at(99), base);
+        assert_eq!(steps.lr_at(204), 0.5);
+        // 1:1 turns it off.
+        let off = parse(&["--outer-lr-drop", "1:1"]);
+        assert_eq!(off.lr_at(204), base);
     }
 }

@@ -11,7 +11,7 @@ use tributary_codec::{CodecParams, ErrorFeedback, QuantMode, compress_contributi
 use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer};
 use tributary_data::synthetic::LanguageConfig;
 
-use super::config::{SimConfig, Strategy, WireFormat};
+use super::config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
 use super::plot::{XAxis, loss_plot};
 use super::report::RunReport;
 use crate::model::{codec_shapes, param_specs};
@@ -37,6 +37,12 @@ pub const DDP_LR: f64 = 4e-3;
 pub const SPARSE_H: u32 = 10;
 /// SparseLoCo's outer SGD learning rate (tuned: docs/benchmarks.md).
 pub const SPARSE_OUTER_LR: f64 = 0.85;
+/// Every outer optimizer's late drop: 0.4× its rate for the last 15% of the rounds (production
+/// lowered 1.0 to 0.4 late in its run; tuned: docs/benchmarks.md).
+pub const OUTER_LR_DROP: OuterLrDrop = OuterLrDrop {
+    at: 0.85,
+    ratio: 0.4,
+};
 /// The small-H DiLoCo baseline (the DiLoCo paper's H).
 const DILOCO_H: u32 = 15;
 
@@ -69,7 +75,7 @@ pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
         },
         wire: WireFormat::Tributary,
         paper_mean: false,
-        outer_lr_drop: None,
+        outer_lr_drop: Some(OUTER_LR_DROP),
         eval_sequences: opts.eval_sequences,
         evals: opts.evals,
         threads: 1,

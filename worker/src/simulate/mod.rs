@@ -9,8 +9,8 @@ mod report;
 mod run;
 
 pub use compare::{
-    CompareOptions, DDP_LR, INNER_LR, SPARSE_H, SPARSE_OUTER_LR, base, check, compare,
-    diloco_outer, plan,
+    CompareOptions, DDP_LR, INNER_LR, OUTER_LR_DROP, SPARSE_H, SPARSE_OUTER_LR, base, check,
+    compare, diloco_outer, plan,
 };
 pub use config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
 pub use report::{Point, RunReport};
