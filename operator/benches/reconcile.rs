@@ -699,6 +699,29 @@ fn images_of(pod: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>) -> Vec<S
         .unwrap_or_default()
 }
 
+/// Children (their images and generation) with an image other than `image` or a generation past
+/// `max_generation`, as one line; none when there are none.
+fn rewritten(
+    what: &str,
+    image: &str,
+    max_generation: i64,
+    children: impl Iterator<Item = (Vec<String>, i64)>,
+) -> Option<String> {
+    let (mut bad, mut total, mut highest) = (0, 0, 0);
+    for (images, generation) in children {
+        total += 1;
+        highest = highest.max(generation);
+        if images != [image] || generation > max_generation {
+            bad += 1;
+        }
+    }
+    (bad > 0).then(|| {
+        format!(
+            "{bad} of {total} {what} have another image or were rewritten (max generation {highest})"
+        )
+    })
+}
+
 /// Any other Tributary operator that watches this namespace (one watching all namespaces, say)
 /// reconciles the same objects: it doubles the load and, with other images, rewrites every
 /// child on each reconcile. Its traces: children with images other than the bench's, events
@@ -709,36 +732,26 @@ async fn foreign_writers(client: &Client, ns: &str) -> anyhow::Result<Option<Str
     let mut found = Vec::new();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deployments = deployments.list(&ListParams::default()).await?.items;
-    let bad = deployments
-        .iter()
-        .filter(|d| {
-            images_of(d.spec.as_ref().map(|s| &s.template)) != [COORDINATOR_IMAGE]
-                || d.metadata.generation.unwrap_or(0) > 1
-        })
-        .count();
-    if bad > 0 {
-        found.push(format!(
-            "{bad} of {} coordinator Deployments have another image or were rewritten (max generation {})",
-            deployments.len(),
-            deployments.iter().filter_map(|d| d.metadata.generation).max().unwrap_or(0)
-        ));
-    }
+    found.extend(rewritten(
+        "coordinator Deployments",
+        COORDINATOR_IMAGE,
+        1,
+        deployments.iter().map(|d| {
+            let template = d.spec.as_ref().map(|s| &s.template);
+            (images_of(template), d.metadata.generation.unwrap_or(0))
+        }),
+    ));
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let statefulsets = statefulsets.list(&ListParams::default()).await?.items;
-    let bad = statefulsets
-        .iter()
-        .filter(|d| {
-            images_of(d.spec.as_ref().map(|s| &s.template)) != [WORKER_IMAGE]
-                || d.metadata.generation.unwrap_or(0) > 2
-        })
-        .count();
-    if bad > 0 {
-        found.push(format!(
-            "{bad} of {} worker StatefulSets have another image or were rewritten (max generation {})",
-            statefulsets.len(),
-            statefulsets.iter().filter_map(|d| d.metadata.generation).max().unwrap_or(0)
-        ));
-    }
+    found.extend(rewritten(
+        "worker StatefulSets",
+        WORKER_IMAGE,
+        2,
+        statefulsets.iter().map(|d| {
+            let template = d.spec.as_ref().map(|s| &s.template);
+            (images_of(template), d.metadata.generation.unwrap_or(0))
+        }),
+    ));
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let foreign: std::collections::BTreeSet<String> = events
         .list(&ListParams::default())
