@@ -41,6 +41,14 @@ pub struct InnerOptimizer {
     /// H: local AdamW steps per round (production: 30; paper: 15).
     #[schemars(range(min = 1))]
     pub inner_steps: u32,
+    /// Normalise each local step as AdamW over the batches of this many peers together would:
+    /// the second moment loses the gradient noise that averaging their pseudo-gradients
+    /// removes, measured between the two halves of each local batch (ours, docs/training.md).
+    /// 1 is plain AdamW on the local batch (the published inner step). Unset: the round's
+    /// aggregated peers (`participation.maxPeers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub second_moment_peers: Option<u32>,
 }
 
 impl Default for InnerOptimizer {
@@ -56,6 +64,7 @@ impl Default for InnerOptimizer {
             min_lr_ratio: 0.1,
             decay_steps: None,
             inner_steps: 30,
+            second_moment_peers: None,
         }
     }
 }

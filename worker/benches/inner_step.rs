@@ -4,6 +4,7 @@
 //!   cargo bench -p tributary-worker --bench inner_step                 # tiny and small, CPU
 //!   TRIBUTARY_BENCH_PRESETS=1b TRIBUTARY_BENCH_DEVICE=cuda \
 //!     TRIBUTARY_BENCH_BATCH=8 TRIBUTARY_BENCH_SEQ=2048 cargo bench ...  # scripts/gpu-bench.sh
+//!   TRIBUTARY_BENCH_SECOND_MOMENT_PEERS=4 cargo bench ...  # the noise-corrected AdamW step
 
 use std::time::Instant;
 
@@ -31,7 +32,11 @@ fn main() -> anyhow::Result<()> {
     // Dense bf16 peak of one H100/H200 SXM, for model-FLOPs utilisation.
     let peak_flops: f64 = env("TRIBUTARY_BENCH_PEAK_TFLOPS", 989.0) * 1e12;
     let threads = tch::get_num_threads();
-    println!("device {device:?}, libtorch threads {threads}");
+    // 1: plain AdamW; more: each step keeps its first half's gradient (docs/training.md).
+    let second_moment_peers: u32 = env("TRIBUTARY_BENCH_SECOND_MOMENT_PEERS", 1);
+    println!(
+        "device {device:?}, libtorch threads {threads}, second-moment peers {second_moment_peers}"
+    );
     println!(
         "| preset | parameters | batch × seq | step ms | tokens/s | MFU | compress ms | compress share of a 30-step round |"
     );
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             },
             1000,
+            second_moment_peers,
         );
         let batch_of = |step| {
             lang.batch(

@@ -109,6 +109,10 @@ pub struct SimulateArgs {
     /// Error-feedback decay β.
     #[arg(long)]
     beta: Option<f32>,
+    /// Peers whose averaged batches each local AdamW step's second moment stands for (default:
+    /// the peers, 1 for ddp; 1 is plain AdamW).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    second_moment_peers: Option<u32>,
     /// Aggregate with the paper's (1/R)·Σ instead of production's clipped mean over selectors.
     #[arg(long)]
     paper_mean: bool,
@@ -323,6 +327,7 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
     if let Some(lr) = args.lr {
         cfg.inner.lr = lr;
     }
+    cfg.inner.second_moment_peers = args.second_moment_peers;
     cfg
 }
 

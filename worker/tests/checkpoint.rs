@@ -41,6 +41,7 @@ fn round(state: &mut State, r: u64) {
             ..Default::default()
         },
         100,
+        1,
     );
     for step in 0..3 {
         inner

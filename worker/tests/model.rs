@@ -102,7 +102,7 @@ fn loss_decreases_on_the_embedded_language() {
         warmup_steps: 10,
         ..InnerOptimizer::default()
     };
-    let mut inner = InnerLoop::new(model, schedule, 120);
+    let mut inner = InnerLoop::new(model, schedule, 120, 1);
     let eval = lang.batch(StreamId::held_out(9, 0), 32, 64).unwrap();
     let before = inner.evaluate(&eval).unwrap();
     for step in 0..120 {
@@ -148,7 +148,7 @@ fn gradient_accumulation_matches_one_big_batch() {
         .unwrap();
     let run = |micro| {
         let model = Llama::new(cfg, 4, Device::Cpu).unwrap();
-        let mut inner = InnerLoop::new(model, InnerOptimizer::default(), 10);
+        let mut inner = InnerLoop::new(model, InnerOptimizer::default(), 10, 1);
         let loss = inner.step(&b, micro).unwrap();
         (loss, inner.model.params().to_vecs().unwrap())
     };
@@ -162,4 +162,79 @@ fn gradient_accumulation_matches_one_big_batch() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(max < 1e-6, "parameters differ by {max}");
+}
+
+/// The noise-corrected step (docs/training.md): however the batch is split into micro-batches
+/// it is the same step, and against plain AdamW's first step (±lr everywhere) it is at least as
+/// long in every coordinate and at most √N longer, longer where the two halves disagree.
+#[test]
+fn noise_corrected_step_lengthens_noisy_coordinates_up_to_sqrt_n() {
+    let cfg = tiny();
+    let lang = Language::new(LanguageConfig::calibrated(4, cfg.vocab)).unwrap();
+    let batch = |sequences| {
+        lang.batch(
+            StreamId {
+                seed: 4,
+                peer: 0,
+                round: 0,
+                step: 0,
+            },
+            sequences,
+            32,
+        )
+        .unwrap()
+    };
+    let lr = 1e-2;
+    let run = |sequences, micro, peers| {
+        let model = Llama::new(cfg, 4, Device::Cpu).unwrap();
+        let before = model.params().to_vecs().unwrap();
+        let schedule = InnerOptimizer {
+            lr,
+            warmup_steps: 0,
+            weight_decay: 0.0,
+            grad_clip: 0.0,
+            second_moment_peers: Some(peers),
+            ..InnerOptimizer::default()
+        };
+        let mut inner = InnerLoop::new(model, schedule, 10, 1);
+        inner.step(&batch(sequences), micro).unwrap();
+        let after = inner.model.params().to_vecs().unwrap();
+        before
+            .iter()
+            .flatten()
+            .zip(after.iter().flatten())
+            .map(|(b, a)| f64::from(a - b).abs())
+            .collect::<Vec<f64>>()
+    };
+    let plain = run(8, 1, 1);
+    let corrected = run(8, 1, 4);
+    let split = run(8, 4, 4);
+    // Equal up to summation order, which moves only the few coordinates whose gradient or
+    // whose halves' difference almost cancels.
+    let moved = corrected
+        .iter()
+        .zip(&split)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-4 * lr)
+        .count();
+    assert!(
+        moved * 1000 < corrected.len(),
+        "micro-batching changed {moved} coordinates"
+    );
+    let mut longer = 0;
+    for (p, c) in plain.iter().zip(&corrected) {
+        if *p < 0.5 * lr {
+            continue; // a gradient of exactly zero (padding rows of the embedding)
+        }
+        assert!(
+            *c >= p * 0.999 && *c <= p * 2.001,
+            "plain {p}, corrected {c}"
+        );
+        longer += usize::from(*c > p * 1.1);
+    }
+    assert!(
+        longer > plain.len() / 10,
+        "only {longer} coordinates lengthened"
+    );
+    // An odd batch splits 1:2 and still steps.
+    assert!(run(3, 1, 4).iter().any(|d| *d > 0.5 * lr));
 }

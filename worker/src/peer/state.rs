@@ -86,7 +86,12 @@ impl PeerState {
             outer.set_momentum(momentum)?;
         }
         let decay = spec.total_rounds()?.unwrap_or(1) * u64::from(spec.inner_steps());
-        let inner = InnerLoop::new(llama, spec.inner_optimizer.clone(), decay);
+        let inner = InnerLoop::new(
+            llama,
+            spec.inner_optimizer.clone(),
+            decay,
+            spec.participation.max_peers,
+        );
         let (source, language): (Box<dyn TokenSource>, Option<Language>) = match &spec.data.source {
             DataSource::Embedded(e) => {
                 let mut cfg = LanguageConfig::calibrated(e.seed.unwrap_or(spec.seed), model.vocab);

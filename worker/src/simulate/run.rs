@@ -91,14 +91,15 @@ struct Sim<'a> {
 
 impl<'a> Sim<'a> {
     fn new(cfg: &'a SimConfig, language: &'a Language, eval: Batch) -> Result<Self> {
-        let replicas = match cfg.strategy {
-            Strategy::Ddp => 1,
-            _ => cfg.peers as usize,
+        // DDP's one replica steps on every peer's batch: nothing is averaged after it.
+        let (replicas, aggregated) = match cfg.strategy {
+            Strategy::Ddp => (1, 1),
+            _ => (cfg.peers as usize, cfg.peers),
         };
         let peers = (0..replicas)
             .map(|_| {
                 Llama::new(cfg.model, cfg.seed, Device::Cpu)
-                    .map(|m| InnerLoop::new(m, cfg.inner.clone(), cfg.steps()))
+                    .map(|m| InnerLoop::new(m, cfg.inner.clone(), cfg.steps(), aggregated))
             })
             .collect::<Result<Vec<_>>>()?;
         let theta = peers[0].model.params().to_vecs()?;

@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 use tributary_crds::InnerOptimizer;
 use tributary_data::Batch;
 
-use super::adamw::{AdamW, AdamWConfig};
+use super::adamw::{AdamW, AdamWConfig, HalfGradient};
 use crate::model::Llama;
 
 /// Token rows `[sequences, len + 1]` as an i64 tensor on `device`; rejects ids ≥ `vocab`.
@@ -30,8 +30,10 @@ pub struct InnerLoop {
 }
 
 impl InnerLoop {
-    pub fn new(model: Llama, schedule: InnerOptimizer, decay_steps: u64) -> Self {
-        let opt = AdamW::new(AdamWConfig::from(&schedule), model.params());
+    /// `aggregated`: the peers whose pseudo-gradients a round averages (1 for data-parallel
+    /// training), the second moment's default `secondMomentPeers`.
+    pub fn new(model: Llama, schedule: InnerOptimizer, decay_steps: u64, aggregated: u32) -> Self {
+        let opt = AdamW::new(AdamWConfig::new(&schedule, aggregated), model.params());
         Self {
             model,
             opt,
@@ -50,9 +52,17 @@ impl InnerLoop {
     }
 
     /// One optimiser step on `batch`, split into `micro` micro-batches whose gradients add up
-    /// to the full batch's mean gradient. Returns the batch's mean loss.
+    /// to the full batch's mean gradient. Returns the batch's mean loss. When the optimizer
+    /// measures gradient noise, the micro-batches are an even number (at least two) so that the
+    /// first half's gradient can be kept.
     pub fn step(&mut self, batch: &Batch, micro: usize) -> Result<f64> {
-        let micro = micro.clamp(1, batch.sequences.max(1));
+        let halves = self.opt.wants_halves() && batch.sequences >= 2;
+        let micro = if halves {
+            micro.max(2).next_multiple_of(2).min(batch.sequences & !1)
+        } else {
+            micro.clamp(1, batch.sequences.max(1))
+        };
+        let mut half = None;
         let rows = batch_tensor(batch, self.model.config().vocab, self.model.device())?;
         self.model.params_mut().zero_grad();
         let mut total = 0.0;
@@ -66,9 +76,25 @@ impl InnerLoop {
             (&loss * weight).f_backward()?;
             total += loss.f_double_value(&[])? * weight;
             start = end;
+            if halves && m + 1 == micro as i64 / 2 {
+                half = Some(HalfGradient {
+                    grads: tch::no_grad(|| {
+                        self.model
+                            .params()
+                            .tensors()
+                            .iter()
+                            .map(|p| {
+                                let g = p.grad();
+                                if g.defined() { g.copy() } else { g }
+                            })
+                            .collect()
+                    }),
+                    share: end as f64 / n as f64,
+                });
+            }
         }
         let lr = self.lr();
-        self.opt.step(self.model.params(), lr)?;
+        self.opt.step(self.model.params(), lr, half.as_ref())?;
         Ok(total)
     }
 
