@@ -109,8 +109,8 @@ pub struct SimulateArgs {
     /// Error-feedback decay β.
     #[arg(long)]
     beta: Option<f32>,
-    /// Peers whose averaged batches each local AdamW step's second moment stands for (default:
-    /// the peers, 1 for ddp; 1 is plain AdamW).
+    /// Peers whose batches together each local AdamW step's second moment stands for (default:
+    /// --peers, 1 for ddp; 1 is plain AdamW).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     second_moment_peers: Option<u32>,
     /// Aggregate with the paper's (1/R)·Σ instead of production's clipped mean over selectors.
@@ -323,11 +323,14 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
     l.zipf_exponent = args.zipf.unwrap_or(l.zipf_exponent);
     if args.strategy == Strategy::Ddp {
         cfg.inner.lr = simulate::DDP_LR;
+        cfg.inner.second_moment_peers = Some(1);
     }
     if let Some(lr) = args.lr {
         cfg.inner.lr = lr;
     }
-    cfg.inner.second_moment_peers = args.second_moment_peers;
+    if args.second_moment_peers.is_some() {
+        cfg.inner.second_moment_peers = args.second_moment_peers;
+    }
     cfg
 }
 
@@ -434,5 +437,25 @@ mod tests {
         // 1:1 turns it off.
         let off = parse(&["--outer-lr-drop", "1:1"]);
         assert_eq!(off.lr_at(204), base);
+    }
+
+    #[test]
+    fn simulate_corrects_the_second_moment_for_the_peers_unless_ddp_or_told() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["tributary-worker", "simulate"];
+            argv.extend_from_slice(extra);
+            let Command::Simulate(args) = Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())?
+                .command
+            else {
+                panic!("not simulate")
+            };
+            Ok::<_, String>(from_flags(&args).inner.second_moment_peers)
+        };
+        assert_eq!(parse(&[]), Ok(Some(4)));
+        assert_eq!(parse(&["--peers", "8"]), Ok(Some(8)));
+        assert_eq!(parse(&["--strategy", "ddp"]), Ok(Some(1)));
+        assert_eq!(parse(&["--second-moment-peers", "1"]), Ok(Some(1)));
+        assert!(parse(&["--second-moment-peers", "0"]).is_err());
     }
 }

@@ -63,6 +63,8 @@ pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
         inner: InnerOptimizer {
             lr: INNER_LR,
             warmup_steps: 50,
+            // Every local strategy normalises as AdamW over the peers' batches together would.
+            second_moment_peers: Some(opts.peers),
             ..InnerOptimizer::default()
         },
         outer: OuterOptimizer {
@@ -121,6 +123,8 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
             strategy: Strategy::Ddp,
             inner: InnerOptimizer {
                 lr: DDP_LR,
+                // DDP's AdamW already sees the mean gradient of every peer's batch.
+                second_moment_peers: Some(1),
                 ..b.inner.clone()
             },
             ..b.clone()
@@ -343,14 +347,15 @@ fn write_report(
     if let Some(r) = first {
         let _ = writeln!(
             md,
-            "Model `tiny` ({} parameters), {} peers, {} tokens per run (all peers), batch {}×{} per peer per step, {} inner steps per peer, seeds {:?}.\n",
+            "Model `tiny` ({} parameters), {} peers, {} tokens per run (all peers), batch {}×{} per peer per step, {} inner steps per peer, seeds {:?}. The peer-local strategies' AdamW uses the noise-corrected second moment for {} peers (docs/training.md); DDP's is plain.\n",
             r.parameters,
             opts.peers,
             opts.tokens,
             r.config.batch,
             r.config.seq_len,
             r.config.steps(),
-            opts.seeds
+            opts.seeds,
+            opts.peers
         );
     }
     let _ = writeln!(
