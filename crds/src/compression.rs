@@ -33,6 +33,10 @@ pub struct CompressionSpec {
     /// Error-feedback decay β in e ← β·e + Δ (published: 0.95).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub error_feedback_decay: f64,
+    /// Peers start their inner steps from θ − α·e, where their own unsent updates lead, instead
+    /// of from θ (ours: docs/training.md, "Error-feedback lookahead"; the paper and production
+    /// start from θ: false).
+    pub error_feedback_lookahead: bool,
     /// 1-D tensors (norm weights): dense (production) or sparse (paper code: k scaled by 64/4096).
     pub one_dimensional: OneDimensional,
     /// Aggregation of the peers' updates (production: median-clip-mean).
@@ -48,6 +52,7 @@ impl Default for CompressionSpec {
             bits: QuantBits::Two,
             quantizer: Quantizer::Production,
             error_feedback_decay: 0.95,
+            error_feedback_lookahead: true,
             one_dimensional: OneDimensional::Dense,
             aggregation: Aggregation::MedianClipMean,
         }

@@ -35,6 +35,10 @@ fn almost_empty_spec_gets_the_published_defaults() {
     assert_eq!(c.bits, QuantBits::Two);
     assert_eq!(c.quantizer, Quantizer::Production);
     assert_eq!(c.error_feedback_decay, 0.95);
+    assert!(
+        c.error_feedback_lookahead,
+        "ours, measured in docs/benchmarks.md"
+    );
     assert_eq!(c.one_dimensional, OneDimensional::Dense);
     assert_eq!(c.aggregation, Aggregation::MedianClipMean);
 

@@ -88,6 +88,10 @@ pub struct SimulateArgs {
     peers: u32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Replicate: ≥ 1 draws another initialisation and data order on the same language and
+    /// held-out tokens (0 = the seed's own).
+    #[arg(long, default_value_t = 0)]
+    replicate: u32,
     /// Inner steps per round (diloco, sparseloco).
     #[arg(long, default_value_t = 10)]
     inner_steps: u32,
@@ -113,6 +117,9 @@ pub struct SimulateArgs {
     /// --peers, 1 for ddp; 1 is plain AdamW).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     second_moment_peers: Option<u32>,
+    /// SparseLoCo peers start from θ, not from θ − α·e (turns the error-feedback lookahead off).
+    #[arg(long)]
+    no_lookahead: bool,
     /// Aggregate with the paper's (1/R)·Σ instead of production's clipped mean over selectors.
     #[arg(long)]
     paper_mean: bool,
@@ -174,6 +181,9 @@ pub struct CompareArgs {
     /// Held-out sequences per evaluation.
     #[arg(long, default_value_t = 256)]
     eval_sequences: u32,
+    /// Runs of DDP and of SparseLoCo 1/64 per seed (their claim is judged on the mean excess).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    replicates: u32,
     /// Exit non-zero unless every claim of the comparison holds.
     #[arg(long)]
     check: bool,
@@ -234,6 +244,7 @@ impl Cli {
                     peers: args.peers,
                     evals: args.evals,
                     eval_sequences: args.eval_sequences,
+                    replicates: args.replicates,
                 };
                 let (_, ok) = simulate::compare(&opts)?;
                 println!("report: {}", opts.out_dir.join("report.md").display());
@@ -289,8 +300,10 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
         peers: args.peers,
         evals: 16,
         eval_sequences: 256,
+        replicates: 1,
     };
     let mut cfg = simulate::base(&opts, args.seed);
+    cfg.replicate = args.replicate;
     cfg.name = format!("{:?}", args.strategy).to_lowercase();
     cfg.strategy = args.strategy;
     cfg.inner_steps = args.inner_steps;
@@ -308,6 +321,7 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
     }
     cfg.codec.beta = args.beta.unwrap_or(cfg.codec.beta);
     cfg.paper_mean = args.paper_mean;
+    cfg.lookahead = !args.no_lookahead;
     if !args.outer_lr_step.is_empty() {
         // Explicit steps replace the comparison's late drop.
         cfg.outer.lr_schedule = args.outer_lr_step.clone();

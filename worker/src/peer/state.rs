@@ -14,7 +14,7 @@ use tributary_data::{Batch, StreamId, TokenSource};
 
 use crate::checkpoint::Checkpoint;
 use crate::model::{Llama, codec_shapes, fingerprint};
-use crate::train::{InnerLoop, OuterStep, pseudo_gradient};
+use crate::train::{InnerLoop, OuterStep, lookahead_start, pseudo_gradient};
 
 /// Held-out sequences an evaluating peer scores θ on after each aggregate.
 const EVAL_SEQUENCES: usize = 64;
@@ -149,7 +149,14 @@ impl PeerState {
     /// round's members), then the compressed pseudo-gradient through error feedback.
     pub fn train(&mut self, round: u64, slot: u32) -> Result<Trained> {
         self.restore_pending();
-        self.inner.model.params_mut().load(&self.theta)?;
+        // With lookahead the peer trains from where its unsent updates lead (docs/training.md).
+        let start = self
+            .spec
+            .compression
+            .error_feedback_lookahead
+            .then(|| lookahead_start(&self.theta, &self.efs, self.outer.lr_at(round) as f32));
+        let start = start.as_ref().unwrap_or(&self.theta);
+        self.inner.model.params_mut().load(start)?;
         let h = self.spec.inner_steps();
         let (sequences, micro) = (
             self.spec.data.batch_size as usize,
@@ -167,7 +174,7 @@ impl PeerState {
             loss += self.inner.step(&batch, micro)?;
         }
         let local = self.inner.model.params().to_vecs()?;
-        let delta = pseudo_gradient(&self.theta, &local);
+        let delta = pseudo_gradient(start, &local);
         let slices: Vec<&[f32]> = delta.iter().map(Vec::as_slice).collect();
         compress_contribution_into(
             &mut self.efs,
@@ -250,5 +257,47 @@ impl PeerState {
             error_feedback: Vec::new(),
         }
         .to_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use tributary_crds::{DataSource, EmbeddedData, ModelPreset, ModelSpec};
+
+    use super::*;
+
+    fn peer(lookahead: bool) -> PeerState {
+        let mut spec = TrainingRunSpec::new(ModelSpec::preset(ModelPreset::Tiny));
+        spec.data.source = DataSource::Embedded(EmbeddedData::default());
+        spec.data.batch_size = 2;
+        spec.inner_optimizer.inner_steps = 2;
+        spec.compression.error_feedback_lookahead = lookahead;
+        PeerState::new(spec).unwrap()
+    }
+
+    #[test]
+    fn lookahead_trains_from_where_the_unsent_updates_lead() {
+        let (mut on, mut off) = (peer(true), peer(false));
+        // Nothing pending yet: both start from θ and send the same update.
+        let first = (on.train(0, 0).unwrap(), off.train(0, 0).unwrap());
+        assert_eq!(first.0.payload, first.1.payload);
+        // The round ends without them: the whole pseudo-gradient is pending in error feedback.
+        on.end_round(0);
+        off.end_round(0);
+        assert!(
+            on.efs
+                .iter()
+                .any(|e| e.as_slice().iter().any(|x| *x != 0.0))
+        );
+        let start = lookahead_start(&on.theta, &on.efs, on.outer.lr_at(1) as f32);
+        assert_ne!(start, on.theta);
+        let second = (on.train(1, 0).unwrap(), off.train(1, 0).unwrap());
+        assert_ne!(
+            second.0.payload, second.1.payload,
+            "the lookahead peer starts from θ − α·e, not θ"
+        );
+        // θ itself only moves with aggregates.
+        assert_eq!(on.theta, off.theta);
     }
 }

@@ -39,7 +39,12 @@ pub struct SimConfig {
     pub seq_len: u32,
     /// Inner steps per round (diloco, sparseloco).
     pub inner_steps: u32,
+    /// The language, the held-out tokens and (replicate 0) the initialisation and data order.
     pub seed: u64,
+    /// Replicate ≥ 1 draws another initialisation and training-data order for the same `seed`,
+    /// so the same run can be repeated on the same language and held-out tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replicate: u32,
     pub model: ModelConfig,
     pub language: LanguageConfig,
     pub inner: InnerOptimizer,
@@ -51,6 +56,10 @@ pub struct SimConfig {
     /// selected it after median-norm clipping (production).
     #[serde(default)]
     pub paper_mean: bool,
+    /// SparseLoCo peers start their inner steps from θ − α·e, where their unsent updates lead
+    /// (docs/training.md, "Error-feedback lookahead"); off in configurations that predate it.
+    #[serde(default)]
+    pub lookahead: bool,
     /// Late in the run the outer learning rate drops once (production lowered 1.0 to 0.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outer_lr_drop: Option<OuterLrDrop>,
@@ -62,7 +71,23 @@ pub struct SimConfig {
     pub threads: u32,
 }
 
+fn is_zero(x: &u32) -> bool {
+    *x == 0
+}
+
 impl SimConfig {
+    /// Seed of the initialisation and of the training batches: `seed` itself for replicate 0
+    /// (so earlier reports reproduce), a distinct stream for every other replicate.
+    pub fn train_seed(&self) -> u64 {
+        match self.replicate {
+            0 => self.seed,
+            r => self
+                .seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(u64::from(r).rotate_left(32)),
+        }
+    }
+
     /// Inner steps each peer takes (every strategy takes the same number at equal tokens).
     pub fn steps(&self) -> u64 {
         let per_step = u64::from(self.peers) * u64::from(self.batch) * u64::from(self.seq_len);

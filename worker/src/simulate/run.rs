@@ -14,7 +14,7 @@ use tributary_data::{Batch, StreamId, TokenSource};
 use super::config::{SimConfig, Strategy, WireFormat};
 use super::report::{Point, RunReport};
 use crate::model::{Llama, codec_shapes, fingerprint};
-use crate::train::{InnerLoop, OuterStep, pseudo_gradient};
+use crate::train::{InnerLoop, OuterStep, lookahead_start, pseudo_gradient};
 
 /// Runs `cfg` to its token budget, calling `on_point` at each evaluation.
 pub fn simulate(cfg: &SimConfig, mut on_point: impl FnMut(&Point)) -> Result<RunReport> {
@@ -98,7 +98,7 @@ impl<'a> Sim<'a> {
         };
         let peers = (0..replicas)
             .map(|_| {
-                Llama::new(cfg.model, cfg.seed, Device::Cpu)
+                Llama::new(cfg.model, cfg.train_seed(), Device::Cpu)
                     .map(|m| InnerLoop::new(m, cfg.inner.clone(), cfg.steps(), aggregated))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -126,7 +126,7 @@ impl<'a> Sim<'a> {
 
     fn batch(&self, peer: u32, round: u64, step: u32) -> Result<Batch> {
         let id = StreamId {
-            seed: self.cfg.seed,
+            seed: self.cfg.train_seed(),
             peer,
             round,
             step,
@@ -165,11 +165,18 @@ impl<'a> Sim<'a> {
     fn round(&mut self, span: u64) -> Result<f64> {
         let mut deltas = Vec::with_capacity(self.peers.len());
         let mut loss = 0.0;
+        let lookahead = self.cfg.lookahead && self.cfg.strategy == Strategy::Sparseloco;
+        let alpha = self.outer.lr_at(self.round) as f32;
         for (p, peer) in self.peers.iter_mut().enumerate() {
-            peer.model.params_mut().load(&self.theta)?;
+            let start = if lookahead {
+                lookahead_start(&self.theta, &self.efs[p], alpha)
+            } else {
+                self.theta.clone()
+            };
+            peer.model.params_mut().load(&start)?;
             for h in 0..span as u32 {
                 let id = StreamId {
-                    seed: self.cfg.seed,
+                    seed: self.cfg.train_seed(),
                     peer: p as u32,
                     round: self.round,
                     step: h,
@@ -179,10 +186,7 @@ impl<'a> Sim<'a> {
                         .batch(id, self.cfg.batch as usize, self.cfg.seq_len as usize)?;
                 loss += peer.step(&b, 1)?;
             }
-            deltas.push(pseudo_gradient(
-                &self.theta,
-                &peer.model.params().to_vecs()?,
-            ));
+            deltas.push(pseudo_gradient(&start, &peer.model.params().to_vecs()?));
         }
         let aggregate = match self.cfg.strategy {
             Strategy::Sparseloco => self.sparse_aggregate(&deltas)?,

@@ -2,8 +2,10 @@
 
 mod adamw;
 mod inner;
+mod lookahead;
 mod outer;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use inner::{InnerLoop, batch_tensor};
+pub use lookahead::lookahead_start;
 pub use outer::{OuterStep, pseudo_gradient};

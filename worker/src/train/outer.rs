@@ -30,6 +30,10 @@ impl OuterStep {
         Self { spec, momentum }
     }
 
+    pub fn lr_at(&self, round: u64) -> f64 {
+        self.spec.lr_at(round)
+    }
+
     pub fn momentum(&self) -> &[Vec<f32>] {
         &self.momentum
     }
