@@ -39,7 +39,7 @@ pub const DDP_LR: f64 = 4e-3;
 /// Inner steps per SparseLoCo round (still ≥ 1000× fewer bytes than DDP).
 pub const SPARSE_H: u32 = 10;
 /// SparseLoCo's outer SGD learning rate (tuned: docs/benchmarks.md).
-pub const SPARSE_OUTER_LR: f64 = 0.85;
+pub const SPARSE_OUTER_LR: f64 = 0.7;
 /// Every outer optimizer's late drop: 0.4× its rate for the last 15% of the rounds (production
 /// lowered 1.0 to 0.4 late in its run; tuned: docs/benchmarks.md).
 pub const OUTER_LR_DROP: OuterLrDrop = OuterLrDrop {
