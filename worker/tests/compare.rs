@@ -109,3 +109,44 @@ fn shortened_comparison_writes_the_report_with_consistent_bytes() {
         "{report}"
     );
 }
+
+/// The committed report (docs/compare) is what the current plan produces and meets the claims
+/// by the current claim logic: changing a setting of the comparison without rerunning it, or
+/// a report whose ordering fails, fails here.
+#[test]
+fn the_committed_report_matches_the_plan_and_meets_the_claims() {
+    use tributary_worker::simulate::{CompareOptions, RunReport, check, plan};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/compare/results.json");
+    let reports: Vec<RunReport> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let opts = CompareOptions {
+        out_dir: std::path::PathBuf::new(),
+        tokens: 8_388_608,
+        seeds: vec![1, 2],
+        jobs: 2,
+        peers: 4,
+        evals: 16,
+        eval_sequences: 256,
+        replicates: 2,
+    };
+    let mut planned = Vec::new();
+    for seed in &opts.seeds {
+        planned.extend(plan(&opts, *seed).unwrap());
+    }
+    assert_eq!(reports.len(), planned.len());
+    for cfg in &planned {
+        let report = reports
+            .iter()
+            .find(|r| r.config.name == cfg.name)
+            .unwrap_or_else(|| panic!("{} is not in the committed report", cfg.name));
+        assert_eq!(
+            serde_json::to_value(&report.config).unwrap(),
+            serde_json::to_value(cfg).unwrap(),
+            "{}: the committed run's configuration differs from the plan; rerun `compare`",
+            cfg.name
+        );
+        assert!(report.config.tokens >= 8_000_000);
+    }
+    let (lines, ok) = check(&reports, &opts.seeds);
+    assert!(ok, "{lines:#?}");
+}
