@@ -168,12 +168,9 @@ impl<'a> Sim<'a> {
         let lookahead = self.cfg.lookahead && self.cfg.strategy == Strategy::Sparseloco;
         let alpha = self.outer.lr_at(self.round) as f32;
         for (p, peer) in self.peers.iter_mut().enumerate() {
-            let start = if lookahead {
-                lookahead_start(&self.theta, &self.efs[p], alpha)
-            } else {
-                self.theta.clone()
-            };
-            peer.model.params_mut().load(&start)?;
+            let start = lookahead.then(|| lookahead_start(&self.theta, &self.efs[p], alpha));
+            let start = start.as_ref().unwrap_or(&self.theta);
+            peer.model.params_mut().load(start)?;
             for h in 0..span as u32 {
                 let id = StreamId {
                     seed: self.cfg.train_seed(),
@@ -186,7 +183,7 @@ impl<'a> Sim<'a> {
                         .batch(id, self.cfg.batch as usize, self.cfg.seq_len as usize)?;
                 loss += peer.step(&b, 1)?;
             }
-            deltas.push(pseudo_gradient(&start, &peer.model.params().to_vecs()?));
+            deltas.push(pseudo_gradient(start, &peer.model.params().to_vecs()?));
         }
         let aggregate = match self.cfg.strategy {
             Strategy::Sparseloco => self.sparse_aggregate(&deltas)?,
