@@ -11,6 +11,9 @@ pub enum Error {
     /// The spec breaks one or more rules that the OpenAPI schema cannot express.
     #[error("{0}")]
     Invalid(Problems),
+    /// The spec is valid but names settings the run cannot be built with (the codec's limits).
+    #[error("plan: {0}")]
+    Plan(String),
     /// A document did not parse as YAML into the expected type.
     #[error("YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
@@ -25,6 +28,7 @@ impl Error {
         match self {
             Error::Model(_) => "model",
             Error::Invalid(_) => "invalid_spec",
+            Error::Plan(_) => "plan",
             Error::Yaml(_) => "yaml",
             Error::Json(_) => "json",
         }

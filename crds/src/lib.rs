@@ -15,6 +15,7 @@ mod error;
 mod model;
 mod optimizer;
 mod participation;
+mod plan;
 pub mod schema;
 mod training_run;
 mod validation;
@@ -33,6 +34,7 @@ pub use optimizer::{InnerOptimizer, OuterKind, OuterLrStep, OuterOptimizer};
 pub use participation::{
     PUBLIC_KEY_PATTERN, ParticipationMode, ParticipationSpec, ScoringSpec, StragglerPolicy,
 };
+pub use plan::{DataSchedule, RunPlan, TensorPlan, codec_params};
 pub use training_run::{
     RunPhase, StopCondition, TrainingRun, TrainingRunSpec, TrainingRunStatus, condition,
     is_public_key,

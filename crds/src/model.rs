@@ -312,7 +312,8 @@ impl ModelConfig {
             + head
     }
 
-    fn check(&self) -> Result<()> {
+    /// Every rule an architecture must meet, each broken one named.
+    pub fn check(&self) -> Result<()> {
         let mut broken = Vec::new();
         for (name, value) in [
             ("layers", self.layers),
@@ -337,6 +338,12 @@ impl ModelConfig {
             broken.push(format!(
                 "kvHeads ({}) must divide heads ({})",
                 self.kv_heads, self.heads
+            ));
+        }
+        if self.heads > 0 && !self.head_dim().is_multiple_of(2) {
+            broken.push(format!(
+                "head dim {} (hidden / heads) must be even for rotary embeddings",
+                self.head_dim()
             ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {

@@ -165,6 +165,16 @@ impl TrainingRunSpec {
         }
     }
 
+    /// The spec as JSON, as `JoinResponse.run_spec_json` carries it to peers.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    /// A spec carried as JSON (a peer reading its `JoinResponse`).
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
     /// `Ok(())` when [`validate`](Self::validate) finds nothing, else [`Error::Invalid`].
     pub fn check(&self) -> Result<()> {
         self.validate().into_result()

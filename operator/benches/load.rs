@@ -25,9 +25,9 @@ use tributary_codec::{
     compress_contribution, decode, encode, encode_aggregate,
 };
 use tributary_crds::{ModelPreset, ModelSpec, StopCondition, StragglerPolicy, TrainingRunSpec};
-use tributary_operator::coordinator::run::RunConfig;
-use tributary_operator::coordinator::serve::serve;
-use tributary_operator::coordinator::server::Shared;
+use tributary_operator::coordinator::RunConfig;
+use tributary_operator::coordinator::Shared;
+use tributary_operator::coordinator::serve;
 use tributary_proto::identity::{self, Identity};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{
@@ -134,9 +134,17 @@ impl PeerKit {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
         let id = Identity::from_seed(seed);
-        let payload =
-            encode(&contribution(i as u64 + 1, &run.shapes, &run.codec)).expect("encoding");
-        assert_eq!(payload.len() as u64, run.update_bytes, "update size");
+        let payload = encode(&contribution(
+            i as u64 + 1,
+            &run.plan.tensors().shapes(),
+            run.plan.tensors().codec(),
+        ))
+        .expect("encoding");
+        assert_eq!(
+            payload.len() as u64,
+            run.plan.tensors().update_bytes(),
+            "update size"
+        );
         Self {
             peer_id: id.peer_id(),
             sha: identity::sha256(&payload).to_vec(),
@@ -302,7 +310,7 @@ async fn heartbeat(
             .heartbeat(HeartbeatRequest {
                 version: Some(PROTOCOL_VERSION),
                 peer_id: kit.peer_id.clone(),
-                round: version,
+                model_version: version,
                 parameter_fingerprint: fp,
             })
             .await;
@@ -350,7 +358,7 @@ async fn follow(
                     continue;
                 }
                 let t0 = Instant::now();
-                match submit(client, kit, ctx, o.round).await {
+                match submit(client, kit, ctx, o.round, o.model_version).await {
                     Ok(r) => {
                         let ms = t0.elapsed().as_secs_f64() * 1e3;
                         ctx.stats.submit_ms.lock().unwrap().push(ms);
@@ -361,7 +369,9 @@ async fn follow(
                                 s.last_accept = s.last_accept.max(Some(now));
                             } else {
                                 s.rejected += 1;
-                                *s.reject_reasons.entry(r.reject_reason).or_default() += 1;
+                                *s.reject_reasons
+                                    .entry(r.reason().as_str_name().to_owned())
+                                    .or_default() += 1;
                             }
                         });
                     }
@@ -408,15 +418,9 @@ async fn submit(
     kit: &PeerKit,
     ctx: &Ctx,
     round: u64,
+    model_version: u64,
 ) -> anyhow::Result<tributary_proto::v1alpha1::SubmitUpdateResponse> {
-    let signature = kit.id.sign(&identity::update_message(
-        &ctx.run_id,
-        round,
-        &kit.peer_id,
-        &ctx.wire_codec,
-        &kit.sha,
-    ));
-    let header = UpdateHeader {
+    let mut header = UpdateHeader {
         version: Some(PROTOCOL_VERSION),
         run_id: ctx.run_id.clone(),
         round,
@@ -426,8 +430,10 @@ async fn submit(
         payload_sha256: kit.sha.clone(),
         inner_loss: 3.0,
         tokens: 1024,
-        signature,
+        signature: Vec::new(),
+        model_version,
     };
+    header.signature = kit.id.sign(&identity::update_message(&header));
     let mut messages = vec![SubmitUpdateMessage {
         part: Some(submit_update_message::Part::Header(header)),
     }];
@@ -567,14 +573,20 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let run = RunConfig::new(RUN_ID, run_spec(&s)).expect("run config");
-    let numel: u64 = run.shapes.iter().map(TensorShape::numel).sum();
+    let numel: u64 = run
+        .plan
+        .tensors()
+        .shapes()
+        .iter()
+        .map(TensorShape::numel)
+        .sum();
     println!(
         "coordinator load: {} peers, {} rounds, `tiny` ({} parameters, {} tensors), update {} bytes, {} cores",
         s.peers,
         s.rounds,
         numel,
-        run.shapes.len(),
-        run.update_bytes,
+        run.plan.tensors().shapes().len(),
+        run.plan.tensors().update_bytes(),
         cores
     );
 
@@ -750,7 +762,7 @@ fn main() {
     covenant_sizes(&s);
     aggregation_floor(&run, &kits);
     for &p in &s.agg_peers {
-        large_tensor_aggregation(&run.codec, p);
+        large_tensor_aggregation(run.plan.tensors().codec(), p);
     }
     if !ok || round_errors + other_errors > 0 {
         std::process::exit(1);
@@ -762,20 +774,26 @@ fn covenant_sizes(s: &Settings) {
     let mut spec = run_spec(s);
     spec.model = ModelSpec::preset(ModelPreset::Covenant72b);
     let run = RunConfig::new(RUN_ID, spec).expect("covenant-72b run config");
-    let numel: u64 = run.shapes.iter().map(TensorShape::numel).sum();
+    let numel: u64 = run
+        .plan
+        .tensors()
+        .shapes()
+        .iter()
+        .map(TensorShape::numel)
+        .sum();
     println!(
         "covenant-72b: {} parameters in {} tensors, update {} bytes ({:.5} B/param)",
         numel,
-        run.shapes.len(),
-        run.update_bytes,
-        run.update_bytes as f64 / numel as f64
+        run.plan.tensors().shapes().len(),
+        run.plan.tensors().update_bytes(),
+        run.plan.tensors().update_bytes() as f64 / numel as f64
     );
 }
 
 /// What the coordinator's aggregation step costs without RPC or store: decode the N stored
 /// updates, aggregate them (the run's rule), encode the published aggregate. Best of 3.
 fn aggregation_floor(run: &RunConfig, kits: &[Arc<PeerKit>]) {
-    let limits = run.decode_limits();
+    let limits = run.plan.tensors().update_limits();
     let mut best = f64::INFINITY;
     let mut bytes = 0;
     for _ in 0..3 {
@@ -785,13 +803,19 @@ fn aggregation_floor(run: &RunConfig, kits: &[Arc<PeerKit>]) {
             .map(|k| decode(&k.payload, &limits).expect("decode"))
             .collect();
         let refs: Vec<&Contribution> = decoded.iter().collect();
-        let aggregate = Aggregator::new(run.rule)
+        let aggregate = Aggregator::new(run.plan.rule())
             .aggregate_sparse(&refs, None)
             .expect("aggregate");
         bytes = encode_aggregate(&aggregate).len();
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let numel: u64 = run.shapes.iter().map(TensorShape::numel).sum();
+    let numel: u64 = run
+        .plan
+        .tensors()
+        .shapes()
+        .iter()
+        .map(TensorShape::numel)
+        .sum();
     let peer_params = numel as f64 * kits.len() as f64;
     println!(
         "aggregation floor (same {} updates, no RPC/store): {:.1} ms per round, {:.2} ns per peer-parameter, aggregate {} bytes",

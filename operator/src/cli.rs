@@ -109,7 +109,7 @@ impl Cli {
             Command::Coordinator(args) => {
                 tributary_telemetry::init_logging();
                 let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-                runtime.block_on(crate::coordinator::serve::run(args))
+                runtime.block_on(crate::coordinator::run_coordinator(args))
             }
         }
     }

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use tributary_crds::{ParticipationSpec, StragglerPolicy};
 use tributary_operator::coordinator::{
-    Coordinator, Decision, Event, MAX_EXTENSIONS, PeerId, Phase, RefuseReason, RejectReason,
-    RoundPolicy,
+    Coordinator, Decision, Event, Fingerprint, MAX_EXTENSIONS, PeerId, Phase, RESYNC_QUORUM,
+    RefuseReason, RejectReason, RoundPolicy,
 };
 
 const PEERS: [&str; 6] = ["0a", "1b", "2c", "3d", "4e", "5f"];
@@ -33,7 +33,8 @@ enum Who {
 #[derive(Debug, Clone)]
 enum Step {
     Join(usize),
-    Heartbeat(Who),
+    /// With a fingerprint (versions back from the newest, one of a few digests), or without.
+    Heartbeat(Who, Option<(u64, u8)>),
     Leave(Who),
     Submit(Who, RoundPick, u8),
     Tick,
@@ -89,7 +90,7 @@ fn step() -> impl Strategy<Value = (Step, u64)> {
     ];
     let step = prop_oneof![
         3 => peer.prop_map(Step::Join),
-        6 => who.clone().prop_map(Step::Heartbeat),
+        6 => (who.clone(), prop::option::of((0u64..3, 0u8..3))).prop_map(|(w, f)| Step::Heartbeat(w, f)),
         1 => who.clone().prop_map(Step::Leave),
         7 => (who, round, 0u8..4).prop_map(|(p, r, d)| Step::Submit(p, r, d)),
         3 => Just(Step::Tick),
@@ -122,9 +123,14 @@ fn event(c: &Coordinator, step: &Step, now_ms: u64) -> Option<Event> {
             peer: PeerId::from(PEERS[*i]),
             now_ms,
         },
-        Step::Heartbeat(i) => Event::Heartbeat {
+        Step::Heartbeat(i, f) => Event::Heartbeat {
             peer: peer(i),
             now_ms,
+            fingerprint: f.map(|(back, digest)| Fingerprint {
+                // Now and then a version no peer can hold yet.
+                model_version: (c.model_version() + 1).saturating_sub(back),
+                digest: vec![digest],
+            }),
         },
         Step::Leave(i) => Event::Leave {
             peer: peer(i),
@@ -163,6 +169,8 @@ struct History {
     skipped: BTreeSet<u64>,
     published: Vec<u64>,
     extensions: BTreeMap<u64, u32>,
+    /// Version → peer → the digest it last reported there (as recorded by the machine).
+    fingerprints: BTreeMap<u64, BTreeMap<PeerId, Vec<u8>>>,
 }
 
 impl History {
@@ -180,11 +188,52 @@ impl History {
         &mut self,
         policy: &RoundPolicy,
         members_before: usize,
+        event: &Event,
         decisions: &[Decision],
         after: &Coordinator,
     ) -> Result<(), TestCaseError> {
+        let reported = match event {
+            Event::Heartbeat {
+                fingerprint: Some(f),
+                ..
+            } => Some(f),
+            _ => None,
+        };
         for decision in decisions {
             match decision {
+                Decision::FingerprintRecorded {
+                    peer,
+                    model_version,
+                } => {
+                    let f =
+                        reported.ok_or_else(|| TestCaseError::fail("recorded without a report"))?;
+                    prop_assert!(after.is_member(peer));
+                    prop_assert!(*model_version <= after.model_version());
+                    prop_assert_eq!(*model_version, f.model_version);
+                    self.fingerprints
+                        .entry(*model_version)
+                        .or_default()
+                        .insert(peer.clone(), f.digest.clone());
+                }
+                Decision::ResyncRequired {
+                    peer,
+                    model_version,
+                } => {
+                    let f =
+                        reported.ok_or_else(|| TestCaseError::fail("resync without a report"))?;
+                    // At least a quorum of other current members agree on another digest.
+                    let mut counts: BTreeMap<&Vec<u8>, usize> = BTreeMap::new();
+                    for (other, d) in self.fingerprints.get(model_version).into_iter().flatten() {
+                        if other != peer && after.is_member(other) {
+                            *counts.entry(d).or_default() += 1;
+                        }
+                    }
+                    let best = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+                    let winners: Vec<_> = counts.iter().filter(|(_, n)| **n == best).collect();
+                    prop_assert!(best >= RESYNC_QUORUM, "resync without a quorum");
+                    prop_assert_eq!(winners.len(), 1, "resync on a tie");
+                    prop_assert!(*winners[0].0 != &f.digest, "resync though it agrees");
+                }
                 Decision::Admitted { peer } => prop_assert!(after.is_member(peer)),
                 Decision::Refused { reason, .. } => {
                     prop_assert_eq!(*reason, RefuseReason::RunFull);
@@ -337,9 +386,10 @@ proptest! {
                 continue;
             };
             let members_before = uninterrupted.members().count();
+            let event_copy = event.clone();
             let expected = uninterrupted.apply(event.clone());
             prop_assert_eq!(&restarted.apply(event), &expected);
-            history.check(&policy, members_before, &expected, &uninterrupted)?;
+            history.check(&policy, members_before, &event_copy, &expected, &uninterrupted)?;
         }
         prop_assert_eq!(&restarted, &uninterrupted);
     }
@@ -378,6 +428,8 @@ fn random_runs_reach_every_outcome() {
                     Decision::Aggregate { .. } => "aggregate",
                     Decision::DeadlineExtended { .. } => "extended",
                     Decision::Published { .. } => "published",
+                    Decision::FingerprintRecorded { .. } => "fingerprint",
+                    Decision::ResyncRequired { .. } => "resync",
                 };
                 *seen.entry(kind).or_insert(0u32) += 1;
             }
@@ -392,6 +444,8 @@ fn random_runs_reach_every_outcome() {
         "aggregate",
         "extended",
         "published",
+        "fingerprint",
+        "resync",
         "no-submissions",
         "too-few-submissions",
         "extensions-exhausted",

@@ -15,9 +15,9 @@ use tributary_codec::{
     encode,
 };
 use tributary_crds::{ModelPreset, ModelSpec, StopCondition, TrainingRunSpec};
-use tributary_operator::coordinator::run::RunConfig;
-use tributary_operator::coordinator::serve::serve;
-use tributary_operator::coordinator::server::Shared;
+use tributary_operator::coordinator::RunConfig;
+use tributary_operator::coordinator::Shared;
+use tributary_operator::coordinator::serve;
 use tributary_proto::identity::{self, Identity};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::*;
@@ -103,7 +103,9 @@ async fn join(c: &mut ExchangeClient<Channel>, id: &Identity) -> JoinResponse {
 fn update(run: &RunConfig, seed: u64, scale: f32) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let deltas: Vec<Vec<f32>> = run
-        .shapes
+        .plan
+        .tensors()
+        .shapes()
         .iter()
         .map(|s| {
             (0..s.numel())
@@ -116,29 +118,43 @@ fn update(run: &RunConfig, seed: u64, scale: f32) -> Vec<u8> {
         .map(|d| ErrorFeedback::zeros(d.len()))
         .collect();
     let slices: Vec<&[f32]> = deltas.iter().map(Vec::as_slice).collect();
-    encode(&compress_contribution(&mut efs, &slices, &run.shapes, &run.codec).unwrap()).unwrap()
+    let t = run.plan.tensors();
+    encode(&compress_contribution(&mut efs, &slices, t.shapes(), t.codec()).unwrap()).unwrap()
 }
 
+/// A signed header of `round`, trained from version `round` (these runs skip no round).
 fn header(id: &Identity, run: &RunConfig, round: u64, payload: &[u8]) -> UpdateHeader {
-    let sha = identity::sha256(payload).to_vec();
-    UpdateHeader {
-        version: Some(PROTOCOL_VERSION),
-        run_id: RUN.into(),
-        round,
-        peer_id: id.peer_id(),
-        codec: Some(run.wire_codec.clone()),
-        payload_bytes: payload.len() as u64,
-        signature: id.sign(&identity::update_message(
-            RUN,
+    signed(
+        id,
+        UpdateHeader {
+            version: Some(PROTOCOL_VERSION),
+            run_id: RUN.into(),
             round,
-            &id.peer_id(),
-            &run.wire_codec,
-            &sha,
-        )),
-        payload_sha256: sha,
-        inner_loss: 3.0,
-        tokens: 1024,
+            peer_id: id.peer_id(),
+            codec: Some(run.wire_codec.clone()),
+            payload_bytes: payload.len() as u64,
+            payload_sha256: identity::sha256(payload).to_vec(),
+            inner_loss: 3.0,
+            tokens: 1024,
+            signature: Vec::new(),
+            model_version: round,
+        },
+    )
+}
+
+fn signed(id: &Identity, mut h: UpdateHeader) -> UpdateHeader {
+    h.signature = id.sign(&identity::update_message(&h));
+    h
+}
+
+/// The wire reason of a label: the upper-case form of the label (docs/protocol.md), and
+/// `CHECK_FAILED` for a contribution check's name.
+fn wire(label: &str) -> RejectReason {
+    if label == "degenerate-update" {
+        return RejectReason::CheckFailed;
     }
+    let name = format!("REJECT_REASON_{}", label.to_uppercase().replace('-', "_"));
+    RejectReason::from_str_name(&name).unwrap_or_else(|| panic!("no wire reason {name}"))
 }
 
 fn head(h: UpdateHeader) -> SubmitUpdateMessage {
@@ -216,7 +232,7 @@ async fn a_round_runs_over_grpc_and_a_restart_continues_from_the_store() {
     let mut events = watch(&mut c, 0).await;
     let joined = join(&mut c, &a).await;
     assert_eq!(joined.peer_id, a.peer_id());
-    assert_eq!(joined.max_update_bytes, run.update_bytes);
+    assert_eq!(joined.max_update_bytes, run.plan.tensors().update_bytes());
     join(&mut c, &b).await;
     let round_event::Event::Opened(opened) = next_event(&mut events).await else {
         panic!("round 0 opens once two peers joined");
@@ -246,10 +262,10 @@ async fn a_round_runs_over_grpc_and_a_restart_continues_from_the_store() {
     let blob = fetch_aggregate(&mut c, 0).await;
     assert_eq!(identity::sha256(&blob).to_vec(), published.aggregate_sha256);
     let got = decode_aggregate(&blob, &DecodeLimits::default()).unwrap();
-    let limits = run.decode_limits();
+    let limits = run.plan.tensors().update_limits();
     let contributions = [decode(&pa, &limits).unwrap(), decode(&pb, &limits).unwrap()];
     let refs: Vec<_> = contributions.iter().collect();
-    let want = Aggregator::new(run.rule)
+    let want = Aggregator::new(run.plan.rule())
         .aggregate_sparse(&refs, None)
         .unwrap();
     for (g, w) in got.tensors.iter().zip(&want.tensors) {
@@ -274,8 +290,8 @@ async fn a_round_runs_over_grpc_and_a_restart_continues_from_the_store() {
         .unwrap()
         .into_inner();
     assert_eq!(
-        (status.model_version, status.round, status.phase.as_str()),
-        (1, 1, "Running")
+        (status.model_version, status.round, status.phase()),
+        (1, 1, RunPhase::Open)
     );
     assert_eq!(status.history.len(), 1);
     let mut events = watch(&mut c, 0).await;
@@ -285,7 +301,8 @@ async fn a_round_runs_over_grpc_and_a_restart_continues_from_the_store() {
     assert!(matches!(next_event(&mut events).await, round_event::Event::Opened(o) if o.round == 1));
     let dup = submit(&mut c, valid(header(&a, &run, 1, &pa), &pa)).await;
     assert_eq!(
-        dup.reject_reason, "duplicate",
+        dup.reason(),
+        RejectReason::Duplicate,
         "the accepted update survived the restart"
     );
     let rb = submit(&mut c, valid(header(&b, &run, 1, &pb), &pb)).await;
@@ -367,18 +384,33 @@ async fn hostile_streams_are_refused_with_a_reason_and_the_round_goes_on() {
         h.version = Some(ProtocolVersion { major: 9, minor: 0 });
         valid(h, &p)
     }));
+    // A validly signed header whose loss cannot be stored (this once halted the round).
+    let mut nan = good();
+    nan.inner_loss = f64::NAN;
+    cases.push(("bad-header", valid(signed(&a, nan), &p)));
+    let mut huge = good();
+    huge.tokens = u64::MAX;
+    cases.push(("bad-header", valid(signed(&a, huge), &p)));
+    // Signed, but trained from a version of θ the round does not train from.
+    let mut stale = good();
+    stale.model_version = 3;
+    cases.push(("stale-model", valid(signed(&a, stale), &p)));
+    // An unsigned field changed after signing.
+    let mut tampered = good();
+    tampered.tokens += 1;
+    cases.push(("bad-signature", valid(tampered, &p)));
 
     for (want, messages) in cases {
         let r = submit(&mut c, messages).await;
         assert!(!r.accepted, "{want}: accepted");
-        assert_eq!(r.reject_reason, want, "{r:?}");
+        assert_eq!(r.reason(), wire(want), "{want}: {r:?}");
         assert!(!r.message.is_empty());
     }
     // Nothing of that disturbed the round: both good updates are accepted, the round
     // publishes with exactly them, and a repeat is a duplicate.
     assert!(submit(&mut c, valid(good(), &p)).await.accepted);
     let dup = submit(&mut c, valid(good(), &p)).await;
-    assert_eq!(dup.reject_reason, "duplicate");
+    assert_eq!(dup.reason(), RejectReason::Duplicate);
     let pb = update(&run, 9, 1e-3);
     assert!(
         submit(&mut c, valid(header(&b, &run, 0, &pb), &pb))
@@ -443,7 +475,7 @@ fn a_data_directory_belongs_to_one_run() {
     assert!(err.contains("holds run"), "{err}");
     // Participation may change between starts: the run resumes with the new policy.
     let resumed = Shared::open(RunConfig::new(RUN, spec(1, 3)).unwrap(), dir.path()).unwrap();
-    assert_eq!(resumed.run.spec.participation.max_peers, 3);
+    assert_eq!(resumed.run.spec().participation.max_peers, 3);
     drop(resumed);
     // What shapes training may not: the store refuses, naming the field.
     let mut reseeded = spec(1, 3);
@@ -454,4 +486,45 @@ fn a_data_directory_belongs_to_one_run() {
         err.contains("different spec") && err.contains("spec.seed"),
         "{err}"
     );
+}
+
+/// Heartbeats go through the state machine: a member whose fingerprint differs from what two
+/// other members agree on is told to re-sync, the rule survives a restart of the coordinator,
+/// and a fingerprint of a version nobody can hold yet is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_fingerprint_is_told_to_resync_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(dir.path(), spec(3, 3)).await;
+    let mut c = coordinator.client().await;
+    let peers: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
+    for id in &peers {
+        join(&mut c, id).await;
+    }
+    let beat = |id: &Identity, version: u64, fp: &[u8]| HeartbeatRequest {
+        version: Some(PROTOCOL_VERSION),
+        peer_id: id.peer_id(),
+        model_version: version,
+        parameter_fingerprint: fp.to_vec(),
+    };
+    let mut told = |r: tonic::Response<HeartbeatResponse>| r.into_inner().resync_required;
+    assert!(!told(
+        c.heartbeat(beat(&peers[0], 0, b"good")).await.unwrap()
+    ));
+    assert!(!told(
+        c.heartbeat(beat(&peers[1], 0, b"good")).await.unwrap()
+    ));
+    assert!(told(c.heartbeat(beat(&peers[2], 0, b"bad")).await.unwrap()));
+    // Version 7 is not published: nothing is recorded or judged.
+    assert!(!told(
+        c.heartbeat(beat(&peers[2], 7, b"bad")).await.unwrap()
+    ));
+    coordinator.stop().await;
+
+    let coordinator = Coordinator::start(dir.path(), spec(3, 3)).await;
+    let mut c = coordinator.client().await;
+    assert!(told(c.heartbeat(beat(&peers[2], 0, b"bad")).await.unwrap()));
+    assert!(!told(
+        c.heartbeat(beat(&peers[2], 0, b"good")).await.unwrap()
+    ));
+    coordinator.stop().await;
 }

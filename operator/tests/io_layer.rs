@@ -9,10 +9,10 @@ use tokio_stream::StreamExt;
 use tonic::Request;
 use tributary_codec::{ErrorFeedback, compress_contribution, encode};
 use tributary_crds::{ModelPreset, ModelSpec, StopCondition, TrainingRunSpec};
-use tributary_operator::coordinator::run::RunConfig;
-use tributary_operator::coordinator::server::{Attach, Shared};
-use tributary_operator::coordinator::service::ExchangeService;
-use tributary_operator::coordinator::store::UpdateMeta;
+use tributary_operator::coordinator::ExchangeService;
+use tributary_operator::coordinator::RunConfig;
+use tributary_operator::coordinator::UpdateMeta;
+use tributary_operator::coordinator::{Attach, Shared};
 use tributary_operator::coordinator::{Decision, Event, PeerId};
 use tributary_proto::PROTOCOL_VERSION;
 use tributary_proto::identity::{self, Identity};
@@ -38,10 +38,10 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
 
 /// A valid update of the run: random pseudo-gradients, compressed.
 fn update(shared: &Shared, seed: u32) -> Vec<u8> {
-    let run = &shared.run;
+    let plan = shared.run.plan.tensors();
     let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    let deltas: Vec<Vec<f32>> = run
-        .shapes
+    let deltas: Vec<Vec<f32>> = plan
+        .shapes()
         .iter()
         .map(|s| {
             (0..s.numel())
@@ -55,12 +55,12 @@ fn update(shared: &Shared, seed: u32) -> Vec<u8> {
         })
         .collect();
     let refs: Vec<&[f32]> = deltas.iter().map(Vec::as_slice).collect();
-    let mut efs: Vec<ErrorFeedback> = run
-        .shapes
+    let mut efs: Vec<ErrorFeedback> = plan
+        .shapes()
         .iter()
         .map(|s| ErrorFeedback::zeros(s.numel() as usize))
         .collect();
-    encode(&compress_contribution(&mut efs, &refs, &run.shapes, &run.codec).unwrap()).unwrap()
+    encode(&compress_contribution(&mut efs, &refs, plan.shapes(), plan.codec()).unwrap()).unwrap()
 }
 
 async fn join(service: &ExchangeService, id: &Identity) {
@@ -98,7 +98,7 @@ async fn submit_and_publish(
                 peer,
                 round,
                 digest: identity::sha256(&payload),
-                now_ms: tributary_operator::coordinator::server::now_ms(),
+                now_ms: tributary_operator::coordinator::now_ms(),
             };
             let meta = UpdateMeta {
                 inner_loss: 1.0,

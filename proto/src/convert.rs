@@ -1,9 +1,12 @@
 //! Conversions between wire messages and domain types, in one place.
 
-use tributary_codec::{CodecParams as Codec, FORMAT_VERSION, OneDPolicy, QuantMode, TensorShape};
-use tributary_crds::{CompressionSpec, OneDimensional, ParamSpec, Quantizer, TrainingRunSpec};
+//!
+//! The protocol depends on the codec for one reason: an update header names the codec settings
+//! and format version its payload was made with.
 
-use crate::v1alpha1::CodecParams;
+use tributary_codec::{CodecParams as Codec, FORMAT_VERSION, QuantMode};
+
+use crate::v1alpha1::{CodecParams, Quantizer};
 
 /// Why a wire value does not convert.
 #[derive(Debug, thiserror::Error)]
@@ -19,41 +22,6 @@ fn invalid(field: &'static str, why: impl Into<String>) -> ConvertError {
     }
 }
 
-/// The codec settings a run's compression spec asks for.
-pub fn codec_params(spec: &CompressionSpec) -> Result<Codec, ConvertError> {
-    let narrow = |field: &'static str, v: u32| {
-        u16::try_from(v).map_err(|_| invalid(field, format!("{v} does not fit the codec")))
-    };
-    let params = Codec {
-        chunk_side: narrow("compression.chunkSide", spec.chunk_side)?,
-        k_per_chunk: narrow("compression.topK", spec.k_per_chunk())?,
-        bits: spec.bits.bits(),
-        mode: match spec.quantizer {
-            Quantizer::Production => QuantMode::Production,
-            Quantizer::Balanced => QuantMode::Balanced,
-        },
-        beta: spec.error_feedback_decay as f32,
-        one_d: match spec.one_dimensional {
-            OneDimensional::Dense => OneDPolicy::Dense,
-            OneDimensional::Sparse => OneDPolicy::Sparse,
-        },
-    };
-    params
-        .validate()
-        .map_err(|e| invalid("compression", e.to_string()))?;
-    Ok(params)
-}
-
-/// The codec's shape of every parameter, in order.
-pub fn codec_shapes(specs: &[ParamSpec]) -> Result<Vec<TensorShape>, ConvertError> {
-    specs
-        .iter()
-        .map(|s| {
-            TensorShape::new(&s.shape).map_err(|e| invalid("model", format!("{}: {e}", s.name)))
-        })
-        .collect()
-}
-
 /// How an update header names its codec settings.
 impl From<&Codec> for CodecParams {
     fn from(c: &Codec) -> Self {
@@ -61,22 +29,30 @@ impl From<&Codec> for CodecParams {
             chunk_side: u32::from(c.chunk_side),
             top_k: u32::from(c.k_per_chunk),
             bits: u32::from(c.bits),
-            quantizer: match c.mode {
-                QuantMode::Production => "production".into(),
-                QuantMode::Balanced => "balanced".into(),
-            },
+            quantizer: Quantizer::from(c.mode).into(),
             codec_format_version: u32::from(FORMAT_VERSION),
         }
     }
 }
 
-/// A run's spec as carried in `JoinResponse.run_spec_json`.
-pub fn run_spec_from_json(bytes: &[u8]) -> Result<TrainingRunSpec, ConvertError> {
-    serde_json::from_slice(bytes).map_err(|e| invalid("run_spec_json", e.to_string()))
+impl From<QuantMode> for Quantizer {
+    fn from(mode: QuantMode) -> Self {
+        match mode {
+            QuantMode::Production => Self::Production,
+            QuantMode::Balanced => Self::Balanced,
+        }
+    }
 }
 
-pub fn run_spec_to_json(spec: &TrainingRunSpec) -> Result<Vec<u8>, ConvertError> {
-    serde_json::to_vec(spec).map_err(|e| invalid("run_spec_json", e.to_string()))
+impl TryFrom<Quantizer> for QuantMode {
+    type Error = ConvertError;
+    fn try_from(q: Quantizer) -> Result<Self, ConvertError> {
+        match q {
+            Quantizer::Production => Ok(Self::Production),
+            Quantizer::Balanced => Ok(Self::Balanced),
+            Quantizer::Unspecified => Err(invalid("codec.quantizer", "unspecified")),
+        }
+    }
 }
 
 /// A 32-byte digest field.
@@ -91,21 +67,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_spec_gives_the_default_codec() {
-        let c = codec_params(&CompressionSpec::default()).unwrap();
-        assert_eq!(c, Codec::default());
-        let wire = CodecParams::from(&c);
+    fn the_default_codec_on_the_wire() {
+        let wire = CodecParams::from(&Codec::default());
         assert_eq!((wire.chunk_side, wire.top_k, wire.bits), (64, 64, 2));
+        assert_eq!(wire.quantizer(), Quantizer::Production);
+        assert_eq!(wire.codec_format_version, u32::from(FORMAT_VERSION));
     }
 
     #[test]
-    fn a_chunk_side_the_codec_cannot_take_is_refused() {
-        let spec = CompressionSpec {
-            chunk_side: 4096,
-            ..Default::default()
-        };
-        let err = codec_params(&spec).unwrap_err().to_string();
-        assert!(err.contains("compression"), "{err}");
+    fn quantizers_map_both_ways() {
+        for mode in [QuantMode::Production, QuantMode::Balanced] {
+            assert_eq!(QuantMode::try_from(Quantizer::from(mode)).unwrap(), mode);
+        }
+        assert!(QuantMode::try_from(Quantizer::Unspecified).is_err());
     }
 
     #[test]

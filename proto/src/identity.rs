@@ -6,7 +6,7 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::v1alpha1::CodecParams;
+use crate::v1alpha1::UpdateHeader;
 
 /// Why an identity could not be loaded or a signature does not hold.
 #[derive(Debug, thiserror::Error)]
@@ -168,25 +168,29 @@ pub fn join_message(run_id: &str, public_key: &[u8], unix_millis: u64) -> Vec<u8
         .finish()
 }
 
-/// What a peer signs for an update: the run, the round, itself, the codec settings and the
-/// payload's hash — so a signature cannot be replayed into another run, round or codec.
-pub fn update_message(
-    run_id: &str,
-    round: u64,
-    peer_id: &str,
-    codec: &CodecParams,
-    payload_sha256: &[u8],
-) -> Vec<u8> {
-    Canonical::new("tributary-update-v1")
-        .bytes(run_id.as_bytes())
-        .u64(round)
-        .bytes(peer_id.as_bytes())
+/// What a peer signs for an update: every field of its header but the signature (the run, the
+/// round, itself, the version of θ it trained from, the codec settings, the payload's size and
+/// hash, its reported loss and tokens), so nothing in a header can be changed or replayed into
+/// another run, round or codec without the key.
+pub fn update_message(h: &UpdateHeader) -> Vec<u8> {
+    let codec = h.codec.clone().unwrap_or_default();
+    let version = h.version.unwrap_or_default();
+    Canonical::new("tributary-update-v2")
+        .u64(u64::from(version.major))
+        .u64(u64::from(version.minor))
+        .bytes(h.run_id.as_bytes())
+        .u64(h.round)
+        .bytes(h.peer_id.as_bytes())
+        .u64(h.model_version)
         .u64(u64::from(codec.chunk_side))
         .u64(u64::from(codec.top_k))
         .u64(u64::from(codec.bits))
-        .bytes(codec.quantizer.as_bytes())
+        .u64(codec.quantizer as u64)
         .u64(u64::from(codec.codec_format_version))
-        .bytes(payload_sha256)
+        .u64(h.payload_bytes)
+        .bytes(&h.payload_sha256)
+        .u64(h.inner_loss.to_bits())
+        .u64(h.tokens)
         .finish()
 }
 
@@ -203,39 +207,93 @@ pub fn checkpoint_message(run_id: &str, round: u64, sha256: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn codec() -> CodecParams {
-        CodecParams {
-            chunk_side: 64,
-            top_k: 64,
-            bits: 2,
-            quantizer: "production".into(),
-            codec_format_version: 1,
+    fn header(peer_id: String) -> UpdateHeader {
+        UpdateHeader {
+            version: Some(crate::PROTOCOL_VERSION),
+            run_id: "run".into(),
+            round: 4,
+            peer_id,
+            codec: Some(crate::v1alpha1::CodecParams {
+                chunk_side: 64,
+                top_k: 64,
+                bits: 2,
+                quantizer: crate::v1alpha1::Quantizer::Production.into(),
+                codec_format_version: 1,
+            }),
+            payload_bytes: 100,
+            payload_sha256: vec![9; 32],
+            inner_loss: 3.5,
+            tokens: 4096,
+            signature: Vec::new(),
+            model_version: 4,
         }
     }
 
     #[test]
-    fn a_signature_verifies_only_for_its_exact_message() {
+    fn a_signature_verifies_only_for_its_exact_header() {
         let id = Identity::from_seed([3; 32]);
-        let msg = update_message("run", 4, &id.peer_id(), &codec(), &[9; 32]);
+        let h = header(id.peer_id());
+        let msg = update_message(&h);
         let sig = id.sign(&msg);
         assert!(verify(&id.public_key(), &msg, &sig).is_ok());
+        // The signature field itself is not signed.
+        let signed = UpdateHeader {
+            signature: sig.clone(),
+            ..h.clone()
+        };
+        assert_eq!(update_message(&signed), msg);
+        let codec = |f: fn(&mut crate::v1alpha1::CodecParams)| {
+            let mut h = h.clone();
+            if let Some(c) = h.codec.as_mut() {
+                f(c);
+            }
+            h
+        };
         for other in [
-            update_message("run2", 4, &id.peer_id(), &codec(), &[9; 32]),
-            update_message("run", 5, &id.peer_id(), &codec(), &[9; 32]),
-            update_message("run", 4, &id.peer_id(), &codec(), &[8; 32]),
-            update_message(
-                "run",
-                4,
-                &id.peer_id(),
-                &CodecParams {
-                    top_k: 32,
-                    ..codec()
-                },
-                &[9; 32],
-            ),
+            UpdateHeader {
+                run_id: "run2".into(),
+                ..h.clone()
+            },
+            UpdateHeader {
+                round: 5,
+                ..h.clone()
+            },
+            UpdateHeader {
+                peer_id: "someone".into(),
+                ..h.clone()
+            },
+            UpdateHeader {
+                model_version: 3,
+                ..h.clone()
+            },
+            UpdateHeader {
+                payload_bytes: 101,
+                ..h.clone()
+            },
+            UpdateHeader {
+                payload_sha256: vec![8; 32],
+                ..h.clone()
+            },
+            UpdateHeader {
+                inner_loss: f64::NAN,
+                ..h.clone()
+            },
+            UpdateHeader {
+                tokens: 1,
+                ..h.clone()
+            },
+            UpdateHeader {
+                version: None,
+                ..h.clone()
+            },
+            codec(|c| c.top_k = 32),
+            codec(|c| c.chunk_side = 32),
+            codec(|c| c.bits = 4),
+            codec(|c| c.quantizer = crate::v1alpha1::Quantizer::Balanced.into()),
+            codec(|c| c.codec_format_version = 2),
         ] {
             assert!(matches!(
-                verify(&id.public_key(), &other, &sig),
+                verify(&id.public_key(), &update_message(&other), &sig),
                 Err(IdentityError::BadSignature)
             ));
         }

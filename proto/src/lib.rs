@@ -13,7 +13,7 @@ pub mod identity;
 use v1alpha1::ProtocolVersion;
 
 /// The protocol version this build speaks. Majors are incompatible; minors add fields only.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 0 };
 
 /// Largest single gRPC message either side accepts. Payloads stream in chunks well below it,
 /// so a peer cannot make the other side buffer an arbitrary message.
@@ -45,7 +45,7 @@ mod tests {
                     chunk_side: 64,
                     top_k: 64,
                     bits: 2,
-                    quantizer: "production".into(),
+                    quantizer: Quantizer::Production.into(),
                     codec_format_version: 1,
                 }),
                 payload_bytes: 1234,
@@ -53,6 +53,7 @@ mod tests {
                 inner_loss: 3.25,
                 tokens: 4096,
                 signature: vec![1; 64],
+                model_version: 6,
             })),
         };
         let bytes = msg.encode_to_vec();
@@ -78,8 +79,9 @@ mod tests {
 
     #[test]
     fn only_the_same_major_version_is_compatible() {
-        assert!(is_compatible(&ProtocolVersion { major: 1, minor: 9 }));
-        assert!(!is_compatible(&ProtocolVersion { major: 2, minor: 0 }));
+        assert!(is_compatible(&ProtocolVersion { major: 2, minor: 9 }));
+        assert!(!is_compatible(&ProtocolVersion { major: 1, minor: 0 }));
+        assert!(!is_compatible(&ProtocolVersion { major: 3, minor: 0 }));
         assert!(!is_compatible(&ProtocolVersion { major: 0, minor: 0 }));
     }
 }

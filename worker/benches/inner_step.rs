@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use tch::Device;
 use tributary_codec::{CodecParams, ErrorFeedback, compress_contribution};
+use tributary_crds::TensorPlan;
 use tributary_crds::{InnerOptimizer, ModelPreset};
 use tributary_data::synthetic::{Language, LanguageConfig};
 use tributary_data::{StreamId, TokenSource};
-use tributary_worker::model::{Llama, codec_shapes};
+use tributary_worker::model;
 use tributary_worker::train::InnerLoop;
 
 fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -51,7 +52,8 @@ fn main() -> anyhow::Result<()> {
         let seq: usize = env("TRIBUTARY_BENCH_SEQ", cfg.context as usize).min(cfg.context as usize);
         let steps: u32 = env("TRIBUTARY_BENCH_STEPS", 10);
         let lang = Language::new(LanguageConfig::calibrated(1, cfg.vocab))?;
-        let model = Llama::new(cfg, 1, device)?;
+        let plan = TensorPlan::new(cfg, CodecParams::default())?;
+        let model = model::build(&plan, 1, device)?;
         let n = model.params().numel();
         let mut inner = InnerLoop::new(
             model,
@@ -88,14 +90,13 @@ fn main() -> anyhow::Result<()> {
 
         // Compress the pseudo-gradient of one round (host buffers, all cores).
         let params = inner.model.params().to_vecs()?;
-        let shapes = codec_shapes(inner.model.params().specs())?;
         let mut efs: Vec<ErrorFeedback> = params
             .iter()
             .map(|p| ErrorFeedback::zeros(p.len()))
             .collect();
         let slices: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
         let t1 = Instant::now();
-        let c = compress_contribution(&mut efs, &slices, &shapes, &CodecParams::default())?;
+        let c = compress_contribution(&mut efs, &slices, plan.shapes(), plan.codec())?;
         let compress_s = t1.elapsed().as_secs_f64();
         std::hint::black_box(c);
         println!(

@@ -1,7 +1,8 @@
-//! Checkpoints: parameters, outer-optimizer momentum and error-feedback buffers in one
-//! safetensors file, with a content hash over everything that defines the state.
+//! Checkpoints: parameters and outer-optimizer momentum in one safetensors file, with a content
+//! hash over everything that defines the state. (A peer's error feedback is its own and is not
+//! part of the run's shared state.)
 //!
-//! Tensor names: `param.<name>`, `outer_momentum.<name>`, `error_feedback.<name>`. Metadata:
+//! Tensor names: `param.<name>`, `outer_momentum.<name>`. Metadata:
 //! `format`, `round`, `model` (JSON), `content_hash` (BLAKE3, hex). Loading recomputes the hash,
 //! so a flipped bit anywhere in the state is caught, not trained on.
 
@@ -15,7 +16,7 @@ use tributary_crds::ModelConfig;
 use crate::model::ParamSpec;
 
 pub const FORMAT: &str = "tributary-checkpoint/1";
-const SECTIONS: [&str; 3] = ["param", "outer_momentum", "error_feedback"];
+const SECTIONS: [&str; 2] = ["param", "outer_momentum"];
 
 /// A run's state after a round.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,16 +28,13 @@ pub struct Checkpoint {
     pub params: Vec<Vec<f32>>,
     /// Empty when the outer optimizer has no momentum.
     pub outer_momentum: Vec<Vec<f32>>,
-    /// Empty when there is no error feedback (the coordinator's copy).
-    pub error_feedback: Vec<Vec<f32>>,
 }
 
 impl Checkpoint {
-    fn sections(&self) -> [(&'static str, &Vec<Vec<f32>>); 3] {
+    fn sections(&self) -> [(&'static str, &Vec<Vec<f32>>); 2] {
         [
             (SECTIONS[0], &self.params),
             (SECTIONS[1], &self.outer_momentum),
-            (SECTIONS[2], &self.error_feedback),
         ]
     }
 
@@ -122,13 +120,18 @@ impl Checkpoint {
             serde_json::from_str(&field("model")?).context("checkpoint model is not valid")?;
         let expected = field("content_hash")?;
         let st = SafeTensors::deserialize(bytes).context("checkpoint tensors are corrupt")?;
-        let params = st
-            .names()
-            .iter()
-            .filter(|n| n.starts_with("param."))
-            .count();
+        let names = st.names();
+        if let Some(stray) = names.iter().find(|n| {
+            !SECTIONS
+                .iter()
+                .any(|s| n.strip_prefix(s).is_some_and(|r| r.starts_with('.')))
+        }) {
+            bail!("checkpoint tensor `{stray}` belongs to no section of {SECTIONS:?}");
+        }
+        let params = names.iter().filter(|n| n.starts_with("param.")).count();
+        model.check().context("checkpoint model")?;
         // Parameter order is the model's, which is not safetensors' (sorted) order.
-        let reference = crate::model::param_specs(&model)?;
+        let reference = model.param_specs();
         if params != reference.len() {
             bail!(
                 "checkpoint has {params} parameters, the model has {}",
@@ -161,7 +164,6 @@ impl Checkpoint {
             specs: reference.clone(),
             params: Vec::new(),
             outer_momentum: Vec::new(),
-            error_feedback: Vec::new(),
         };
         for (i, section) in SECTIONS.iter().enumerate() {
             let bufs: Vec<Option<Vec<f32>>> = reference
@@ -179,10 +181,10 @@ impl Checkpoint {
                 );
             }
             let bufs: Vec<Vec<f32>> = bufs.into_iter().flatten().collect();
-            match i {
-                0 => out.params = bufs,
-                1 => out.outer_momentum = bufs,
-                _ => out.error_feedback = bufs,
+            if i == 0 {
+                out.params = bufs;
+            } else {
+                out.outer_momentum = bufs;
             }
         }
         let actual = out.content_hash()?;

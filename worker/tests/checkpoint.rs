@@ -5,11 +5,11 @@ use tch::Device;
 use tributary_codec::{
     AggregationRule, Aggregator, CodecParams, ErrorFeedback, compress_contribution,
 };
-use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer};
+use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer, TensorPlan};
 use tributary_data::synthetic::{Language, LanguageConfig};
 use tributary_data::{StreamId, TokenSource};
 use tributary_worker::checkpoint::Checkpoint;
-use tributary_worker::model::{Llama, codec_shapes, fingerprint};
+use tributary_worker::model::{self, fingerprint};
 use tributary_worker::train::{InnerLoop, OuterStep, pseudo_gradient};
 
 struct State {
@@ -31,7 +31,8 @@ fn nesterov() -> OuterOptimizer {
 fn round(state: &mut State, r: u64) {
     let cfg = ModelPreset::Tiny.config();
     let lang = Language::new(LanguageConfig::calibrated(1, cfg.vocab)).unwrap();
-    let mut model = Llama::new(cfg, 1, Device::Cpu).unwrap();
+    let plan = TensorPlan::new(cfg, CodecParams::default()).unwrap();
+    let mut model = model::build(&plan, 1, Device::Cpu).unwrap();
     model.params_mut().load(&state.theta).unwrap();
     let mut inner = InnerLoop::new(
         model,
@@ -64,10 +65,8 @@ fn round(state: &mut State, r: u64) {
     }
     let local = inner.model.params().to_vecs().unwrap();
     let delta = pseudo_gradient(&state.theta, &local);
-    let shapes = codec_shapes(inner.model.params().specs()).unwrap();
     let slices: Vec<&[f32]> = delta.iter().map(Vec::as_slice).collect();
-    let c =
-        compress_contribution(&mut state.ef, &slices, &shapes, &CodecParams::default()).unwrap();
+    let c = compress_contribution(&mut state.ef, &slices, plan.shapes(), plan.codec()).unwrap();
     let agg = Aggregator::new(AggregationRule::MedianClipMean)
         .aggregate(&[&c], None)
         .unwrap();
@@ -75,7 +74,8 @@ fn round(state: &mut State, r: u64) {
 }
 
 fn fresh() -> (State, Vec<tributary_worker::model::ParamSpec>) {
-    let m = Llama::new(ModelPreset::Tiny.config(), 1, Device::Cpu).unwrap();
+    let plan = TensorPlan::new(ModelPreset::Tiny.config(), CodecParams::default()).unwrap();
+    let m = model::build(&plan, 1, Device::Cpu).unwrap();
     let theta = m.params().to_vecs().unwrap();
     let sizes: Vec<usize> = theta.iter().map(Vec::len).collect();
     let state = State {
@@ -93,7 +93,6 @@ fn snapshot(state: &State, specs: &[tributary_worker::model::ParamSpec], r: u64)
         specs: specs.to_vec(),
         params: state.theta.clone(),
         outer_momentum: state.outer.momentum().to_vec(),
-        error_feedback: state.ef.iter().map(|e| e.as_slice().to_vec()).collect(),
     }
 }
 
@@ -106,6 +105,8 @@ fn resume_from_a_checkpoint_continues_bit_identically() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("round-2.safetensors");
     let hash = snapshot(&state, &specs, 2).save(&path).unwrap();
+    // Error feedback is the peer's own: it keeps it across a restart, the checkpoint does not.
+    let own_ef: Vec<Vec<f32>> = state.ef.iter().map(|e| e.as_slice().to_vec()).collect();
     round(&mut state, 2);
     round(&mut state, 3);
     let uninterrupted = fingerprint(&specs, &state.theta);
@@ -116,11 +117,7 @@ fn resume_from_a_checkpoint_continues_bit_identically() {
     let (mut resumed, _) = fresh();
     resumed.theta = ck.params;
     resumed.outer.set_momentum(ck.outer_momentum).unwrap();
-    resumed.ef = ck
-        .error_feedback
-        .into_iter()
-        .map(ErrorFeedback::from_vec)
-        .collect();
+    resumed.ef = own_ef.into_iter().map(ErrorFeedback::from_vec).collect();
     round(&mut resumed, 2);
     round(&mut resumed, 3);
     assert_eq!(fingerprint(&specs, &resumed.theta), uninterrupted);

@@ -7,7 +7,7 @@ use std::process::Command;
 use tch::{Device, Kind, Tensor};
 use tributary_crds::{ModelConfig, ModelPreset};
 use tributary_worker::export::export_hf;
-use tributary_worker::model::Llama;
+use tributary_worker::model::{Llama, Model};
 
 const SCRIPT: &str = r#"
 import json, struct, sys, warnings

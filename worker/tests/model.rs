@@ -5,7 +5,7 @@ use tch::{Device, Kind, Tensor};
 use tributary_crds::{InnerOptimizer, ModelConfig, ModelPreset};
 use tributary_data::synthetic::{Language, LanguageConfig};
 use tributary_data::{StreamId, TokenSource};
-use tributary_worker::model::Llama;
+use tributary_worker::model::{Llama, Model};
 use tributary_worker::train::InnerLoop;
 
 fn tiny() -> ModelConfig {
@@ -102,7 +102,7 @@ fn loss_decreases_on_the_embedded_language() {
         warmup_steps: 10,
         ..InnerOptimizer::default()
     };
-    let mut inner = InnerLoop::new(model, schedule, 120, 1);
+    let mut inner = InnerLoop::new(Box::new(model), schedule, 120, 1);
     let eval = lang.batch(StreamId::held_out(9, 0), 32, 64).unwrap();
     let before = inner.evaluate(&eval).unwrap();
     for step in 0..120 {
@@ -148,7 +148,7 @@ fn gradient_accumulation_matches_one_big_batch() {
         .unwrap();
     let run = |micro| {
         let model = Llama::new(cfg, 4, Device::Cpu).unwrap();
-        let mut inner = InnerLoop::new(model, InnerOptimizer::default(), 10, 1);
+        let mut inner = InnerLoop::new(Box::new(model), InnerOptimizer::default(), 10, 1);
         let loss = inner.step(&b, micro).unwrap();
         (loss, inner.model.params().to_vecs().unwrap())
     };
@@ -196,7 +196,7 @@ fn noise_corrected_step_lengthens_noisy_coordinates_up_to_sqrt_n() {
             second_moment_peers: Some(peers),
             ..InnerOptimizer::default()
         };
-        let mut inner = InnerLoop::new(model, schedule, 10, 1);
+        let mut inner = InnerLoop::new(Box::new(model), schedule, 10, 1);
         inner.step(&batch(sequences), micro).unwrap();
         let after = inner.model.params().to_vecs().unwrap();
         before

@@ -2,14 +2,14 @@
 //! (their workers), level-triggered and idempotent, with server-side apply under one field
 //! manager. Only the replica holding the leader Lease acts.
 
-pub mod cache;
-pub mod children;
+mod cache;
+mod children;
 mod contributor;
-pub mod keys;
+mod keys;
 mod leader;
 pub mod metrics;
-pub mod probe;
-pub mod status;
+mod probe;
+mod status;
 mod training_run;
 
 use std::collections::HashMap;

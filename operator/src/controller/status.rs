@@ -129,7 +129,7 @@ fn phase(o: &Observed<'_>, previous: Option<RunPhase>) -> (RunPhase, &'static st
             ),
         };
     };
-    if status.phase == "Succeeded" {
+    if status.phase() == tributary_proto::v1alpha1::RunPhase::Succeeded {
         return (
             RunPhase::Succeeded,
             "Finished",
@@ -151,7 +151,12 @@ fn phase(o: &Observed<'_>, previous: Option<RunPhase>) -> (RunPhase, &'static st
         return (
             RunPhase::Degraded,
             "RoundSkipped",
-            format!("round {} skipped: {}", last.round, last.skip_reason),
+            format!(
+                "round {} skipped: {}",
+                last.round,
+                crate::coordinator::SkipReason::from_wire(last.skip_reason())
+                    .map_or("unknown reason", |r| r.label())
+            ),
         );
     }
     (
@@ -202,7 +207,7 @@ mod tests {
 
     fn coordinator(version: u64, active: u32, peers: &[&str]) -> RunStatus {
         RunStatus {
-            phase: "Running".into(),
+            phase: tributary_proto::v1alpha1::RunPhase::Open.into(),
             model_version: version,
             loss: 3.5,
             tokens: 1000 * version,
@@ -292,7 +297,7 @@ mod tests {
         skipped.history.push(RoundSummary {
             round: 7,
             published: false,
-            skip_reason: "too few updates".into(),
+            skip_reason: tributary_proto::v1alpha1::SkipReason::TooFewSubmissions.into(),
             ..RoundSummary::default()
         });
         let s = run_status(&observe(&none, &none, Some(&skipped), &own, Some(&s), 6));
@@ -300,11 +305,11 @@ mod tests {
         assert!(
             cond(&s, condition::DEGRADED)
                 .message
-                .contains("too few updates")
+                .contains("too-few-submissions")
         );
 
         let mut done = coordinator(40, 0, &[]);
-        done.phase = "Succeeded".into();
+        done.phase = tributary_proto::v1alpha1::RunPhase::Succeeded.into();
         let s = run_status(&observe(&none, &none, Some(&done), &own, Some(&s), 7));
         assert_eq!(s.phase, Some(RunPhase::Succeeded));
         // A finished run stays finished while its coordinator is away.

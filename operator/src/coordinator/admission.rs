@@ -5,7 +5,7 @@
 
 use tributary_codec::{Contribution, decode};
 use tributary_proto::identity::{self, IdentityError};
-use tributary_proto::v1alpha1::UpdateHeader;
+use tributary_proto::v1alpha1::{self, UpdateHeader};
 use tributary_proto::{convert, is_compatible};
 
 use super::RejectReason;
@@ -32,6 +32,13 @@ pub enum Reject {
     Malformed(String),
     /// A contribution check failed.
     Check(&'static str, String),
+    /// A header field out of its range (a non-finite loss, say).
+    BadHeader(&'static str),
+    /// Trained from another version of θ than the open round's.
+    StaleModel {
+        theirs: u64,
+        round: u64,
+    },
     /// The state machine's verdict (round, membership, duplicates, deadline).
     Round(RejectReason),
 }
@@ -51,6 +58,8 @@ impl Reject {
             Self::HashMismatch => "hash-mismatch",
             Self::Malformed(_) => "malformed-payload",
             Self::Check(name, _) => name,
+            Self::BadHeader(_) => "bad-header",
+            Self::StaleModel { .. } => "stale-model",
             Self::Round(r) => r.label(),
         }
     }
@@ -58,10 +67,40 @@ impl Reject {
     pub fn message(&self) -> String {
         match self {
             Self::Malformed(m) | Self::Check(_, m) => m.clone(),
+            Self::BadHeader(why) => (*why).to_owned(),
+            Self::StaleModel { theirs, round } => {
+                format!("trained from model version {theirs}; the round trains from {round}")
+            }
             other => other.label().replace('-', " "),
         }
     }
+
+    /// The reason as the wire names it.
+    pub fn wire(&self) -> v1alpha1::RejectReason {
+        use v1alpha1::RejectReason as W;
+        match self {
+            Self::HeaderFirst => W::HeaderFirst,
+            Self::UnsupportedVersion => W::UnsupportedVersion,
+            Self::WrongRun => W::WrongRun,
+            Self::UnknownPeer => W::UnknownPeer,
+            Self::WrongCodec => W::WrongCodec,
+            Self::WrongSize => W::WrongSize,
+            Self::BadSignature => W::BadSignature,
+            Self::ChunkTooLarge => W::ChunkTooLarge,
+            Self::LengthMismatch => W::LengthMismatch,
+            Self::HashMismatch => W::HashMismatch,
+            Self::Malformed(_) => W::MalformedPayload,
+            Self::Check(..) => W::CheckFailed,
+            Self::BadHeader(_) => W::BadHeader,
+            Self::StaleModel { .. } => W::StaleModel,
+            Self::Round(r) => r.wire(),
+        }
+    }
 }
+
+/// Largest inner loss a header may report: far above any language model's loss (ln of a
+/// 262k vocabulary is 12.5), small enough that sums over any number of updates stay finite.
+pub const MAX_INNER_LOSS: f64 = 1e6;
 
 /// Header checks: everything that can be decided before reading the payload. `peer_key` is
 /// the registered public key of the header's peer, if any.
@@ -82,17 +121,23 @@ pub fn check_header(
     if header.codec.as_ref() != Some(&run.wire_codec) {
         return Err(Reject::WrongCodec);
     }
-    if header.payload_bytes != run.update_bytes {
+    if header.payload_bytes != run.plan.tensors().update_bytes() {
         return Err(Reject::WrongSize);
     }
-    let message = identity::update_message(
-        &header.run_id,
-        header.round,
-        &header.peer_id,
-        &run.wire_codec,
-        &header.payload_sha256,
-    );
-    identity::verify(key, &message, &header.signature).map_err(|e| match e {
+    // Self-reported and only summed into status, but stored: the values and their sums must
+    // stay finite and read back.
+    if !(header.inner_loss.is_finite() && (0.0..=MAX_INNER_LOSS).contains(&header.inner_loss)) {
+        return Err(Reject::BadHeader(
+            "inner_loss must be finite, non-negative and at most 1e6",
+        ));
+    }
+    if header.tokens > run.plan.data().tokens_per_round() {
+        return Err(Reject::BadHeader(
+            "tokens exceed what one peer trains on in a round",
+        ));
+    }
+    identity::verify(key, &identity::update_message(header), &header.signature).map_err(|e| match e
+    {
         IdentityError::BadSignature | IdentityError::BadSignatureLength => Reject::BadSignature,
         _ => Reject::UnknownPeer,
     })
@@ -145,7 +190,8 @@ pub fn check_contribution(
     payload: &[u8],
     checks: &[Box<dyn ContributionCheck>],
 ) -> Result<Contribution, Reject> {
-    let c = decode(payload, &run.decode_limits()).map_err(|e| Reject::Malformed(e.to_string()))?;
+    let c = decode(payload, &run.plan.tensors().update_limits())
+        .map_err(|e| Reject::Malformed(e.to_string()))?;
     for check in checks {
         check
             .check(&c)

@@ -47,8 +47,12 @@ impl From<&str> for PeerId {
 pub enum Event {
     /// A peer asks to join (the IO layer has verified its key and the allowlist).
     Join { peer: PeerId, now_ms: u64 },
-    /// A peer is alive.
-    Heartbeat { peer: PeerId, now_ms: u64 },
+    /// A peer is alive, and (optionally) reports the fingerprint of the θ it holds.
+    Heartbeat {
+        peer: PeerId,
+        now_ms: u64,
+        fingerprint: Option<Fingerprint>,
+    },
     /// A peer leaves the run.
     Leave { peer: PeerId, now_ms: u64 },
     /// A complete submission arrived; signature, size and decoding are already checked.
@@ -63,6 +67,14 @@ pub enum Event {
     Tick { now_ms: u64 },
     /// The IO layer stored the aggregate of `round` that the machine asked for.
     AggregateStored { round: u64, digest: Digest },
+}
+
+/// A hash of a peer's parameters at a model version (the bytes are the peer's, bounded in size
+/// by the IO layer).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub model_version: u64,
+    pub digest: Vec<u8>,
 }
 
 /// An output of the machine: what the IO layer must do or announce.
@@ -116,6 +128,18 @@ pub enum Decision {
         round: u64,
         digest: Digest,
     },
+    /// A member's fingerprint at `model_version` was recorded (new or changed).
+    FingerprintRecorded {
+        peer: PeerId,
+        model_version: u64,
+    },
+    /// The member's parameters at `model_version` differ from what a majority of at least
+    /// [`RESYNC_QUORUM`](super::machine::RESYNC_QUORUM) other members hold: it must re-sync
+    /// from a checkpoint.
+    ResyncRequired {
+        peer: PeerId,
+        model_version: u64,
+    },
 }
 
 /// Why a join was refused.
@@ -154,7 +178,32 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// Stable label for `SubmitUpdateResponse.reject_reason` and metrics.
+    /// Every reason, in the order the machine checks.
+    pub const ALL: [RejectReason; 7] = [
+        Self::NotAMember,
+        Self::RoundNotOpen,
+        Self::WrongRound,
+        Self::Duplicate,
+        Self::NotInRound,
+        Self::PastDeadline,
+        Self::RoundClosed,
+    ];
+
+    /// The reason as the wire names it.
+    pub fn wire(self) -> tributary_proto::v1alpha1::RejectReason {
+        use tributary_proto::v1alpha1::RejectReason as W;
+        match self {
+            Self::NotAMember => W::NotAMember,
+            Self::RoundNotOpen => W::RoundNotOpen,
+            Self::WrongRound => W::WrongRound,
+            Self::Duplicate => W::Duplicate,
+            Self::NotInRound => W::NotInRound,
+            Self::PastDeadline => W::PastDeadline,
+            Self::RoundClosed => W::RoundClosed,
+        }
+    }
+
+    /// Stable label for logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
             Self::NotAMember => "not-a-member",
@@ -181,7 +230,34 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    /// Stable label for `RoundSkipped.reason` and metrics.
+    /// Every reason, for the label mapping's tests.
+    pub const ALL: [SkipReason; 3] = [
+        Self::NoSubmissions,
+        Self::TooFewSubmissions,
+        Self::ExtensionsExhausted,
+    ];
+
+    /// The reason of a stored label ([`label`](Self::label) read back).
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.label() == label)
+    }
+
+    /// The reason a wire value names (`None` for unspecified or one this build does not know).
+    pub fn from_wire(w: tributary_proto::v1alpha1::SkipReason) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.wire() == w)
+    }
+
+    /// The reason as the wire names it.
+    pub fn wire(self) -> tributary_proto::v1alpha1::SkipReason {
+        use tributary_proto::v1alpha1::SkipReason as W;
+        match self {
+            Self::NoSubmissions => W::NoSubmissions,
+            Self::TooFewSubmissions => W::TooFewSubmissions,
+            Self::ExtensionsExhausted => W::ExtensionsExhausted,
+        }
+    }
+
+    /// Stable label for the store, logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
             Self::NoSubmissions => "no-submissions",

@@ -6,7 +6,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tributary_crds::StragglerPolicy;
 
-use super::event::{Decision, Digest, Event, PeerId, RefuseReason, RejectReason, SkipReason};
+use super::event::{
+    Decision, Digest, Event, Fingerprint, PeerId, RefuseReason, RejectReason, SkipReason,
+};
+
+/// Other members that must agree on a fingerprint before a member that differs is told to
+/// re-sync: one other peer alone cannot say which of the two diverged.
+pub const RESYNC_QUORUM: usize = 2;
+/// Model versions, counting back from the newest, whose fingerprints are kept.
+pub const FINGERPRINT_VERSIONS: u64 = 8;
+
+/// Model version → member → its fingerprint at that version.
+type Fingerprints = BTreeMap<u64, BTreeMap<PeerId, Vec<u8>>>;
 use super::policy::RoundPolicy;
 
 /// One run's membership and rounds. Pure: every input is an [`Event`], every output a
@@ -28,6 +39,9 @@ pub struct Coordinator {
     /// The run ends once this many aggregates are published (`stop.totalRounds`); none: never.
     #[serde(default)]
     round_limit: Option<u64>,
+    /// Members' parameter fingerprints at the last [`FINGERPRINT_VERSIONS`] versions.
+    #[serde(default)]
+    fingerprints: Fingerprints,
 }
 
 /// The machine without its logs of ended rounds, in the same JSON shape. The logs only grow,
@@ -43,6 +57,8 @@ pub struct LiveState<'a> {
     round: Cow<'a, Option<Round>>,
     #[serde(default)]
     round_limit: Option<u64>,
+    #[serde(default)]
+    fingerprints: Cow<'a, Fingerprints>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +150,7 @@ impl Coordinator {
             published: Vec::new(),
             skipped: Vec::new(),
             round_limit: None,
+            fingerprints: BTreeMap::new(),
         }
     }
 
@@ -158,6 +175,7 @@ impl Coordinator {
             model_version: self.model_version,
             round: Cow::Borrowed(&self.round),
             round_limit: self.round_limit,
+            fingerprints: Cow::Borrowed(&self.fingerprints),
         }
     }
 
@@ -177,6 +195,7 @@ impl Coordinator {
             published,
             skipped,
             round_limit: live.round_limit,
+            fingerprints: live.fingerprints.into_owned(),
         }
     }
 
@@ -194,9 +213,16 @@ impl Coordinator {
                 self.advance(now_ms);
                 self.join(peer, &mut out);
             }
-            Event::Heartbeat { peer, now_ms } => {
+            Event::Heartbeat {
+                peer,
+                now_ms,
+                fingerprint,
+            } => {
                 self.advance(now_ms);
                 self.touch(&peer);
+                if let Some(fingerprint) = fingerprint {
+                    self.record_fingerprint(peer, fingerprint, &mut out);
+                }
             }
             Event::Leave { peer, now_ms } => {
                 self.advance(now_ms);
@@ -277,6 +303,59 @@ impl Coordinator {
         if let Some(member) = self.members.get_mut(peer) {
             member.last_seen_ms = self.clock_ms;
         }
+    }
+
+    /// Records a member's fingerprint and judges it against the other members' at the same
+    /// version. Versions above the published one are ignored (no peer can hold them), and only
+    /// the newest [`FINGERPRINT_VERSIONS`] are kept, so no report can push out others.
+    fn record_fingerprint(&mut self, peer: PeerId, f: Fingerprint, out: &mut Vec<Decision>) {
+        let oldest = self.model_version.saturating_sub(FINGERPRINT_VERSIONS - 1);
+        if !self.members.contains_key(&peer)
+            || f.model_version > self.model_version
+            || f.model_version < oldest
+        {
+            return;
+        }
+        let at = self.fingerprints.entry(f.model_version).or_default();
+        if at.get(&peer) != Some(&f.digest) {
+            at.insert(peer.clone(), f.digest.clone());
+            out.push(Decision::FingerprintRecorded {
+                peer: peer.clone(),
+                model_version: f.model_version,
+            });
+        }
+        let mut counts: BTreeMap<&Vec<u8>, usize> = BTreeMap::new();
+        for (other, digest) in at.iter() {
+            if *other != peer {
+                *counts.entry(digest).or_default() += 1;
+            }
+        }
+        // The most common digest; a tie between digests is no majority.
+        let mut ranked: Vec<(usize, &Vec<u8>)> = counts.into_iter().map(|(d, n)| (n, d)).collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        let majority = match ranked.as_slice() {
+            [(n, d), rest @ ..] if *n >= RESYNC_QUORUM && rest.first().is_none_or(|r| r.0 < *n) => {
+                Some(*d)
+            }
+            _ => None,
+        };
+        if majority.is_some_and(|d| *d != f.digest) {
+            out.push(Decision::ResyncRequired {
+                peer,
+                model_version: f.model_version,
+            });
+        }
+    }
+
+    /// Drops fingerprints of versions no peer reports any more, and of peers that left.
+    fn prune_fingerprints(&mut self) {
+        let oldest = self.model_version.saturating_sub(FINGERPRINT_VERSIONS - 1);
+        self.fingerprints.retain(|v, _| *v >= oldest);
+        let members = &self.members;
+        for at in self.fingerprints.values_mut() {
+            at.retain(|p, _| members.contains_key(p));
+        }
+        self.fingerprints.retain(|_, at| !at.is_empty());
     }
 
     fn join(&mut self, peer: PeerId, out: &mut Vec<Decision>) {
@@ -405,6 +484,7 @@ impl Coordinator {
     /// none is running and enough members are present.
     fn settle(&mut self, out: &mut Vec<Decision>) {
         self.expire(out);
+        self.prune_fingerprints();
         if let Some(round) = &self.round
             && round.stage == Stage::Open
         {

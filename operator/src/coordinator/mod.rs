@@ -3,19 +3,29 @@
 //! [`Coordinator::apply`], carries out the returned [`Decision`]s and stores the serialized
 //! [`Coordinator`] after every apply (its live state rewritten, its logs appended). docs/protocol.md, "Round state machine", is the spec.
 
-pub mod admission;
+mod admission;
 mod event;
 mod machine;
 mod policy;
-pub mod run;
-pub mod serve;
-pub mod server;
-pub mod service;
-pub mod store;
+mod run;
+mod serve;
+mod server;
+mod service;
+mod store;
 
 #[cfg(test)]
 mod tests;
 
-pub use event::{Decision, Digest, Event, PeerId, RefuseReason, RejectReason, SkipReason};
-pub use machine::{Contribution, Coordinator, LiveState, Phase, PublishedRound, SkippedRound};
+pub use event::{
+    Decision, Digest, Event, Fingerprint, PeerId, RefuseReason, RejectReason, SkipReason,
+};
+pub use machine::{
+    Contribution, Coordinator, FINGERPRINT_VERSIONS, LiveState, Phase, PublishedRound,
+    RESYNC_QUORUM, SkippedRound,
+};
 pub use policy::{MAX_EXTENSIONS, RoundPolicy};
+pub use run::RunConfig;
+pub use serve::{run as run_coordinator, serve};
+pub use server::{Attach, Shared, now_ms};
+pub use service::ExchangeService;
+pub use store::UpdateMeta;

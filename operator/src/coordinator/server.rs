@@ -20,7 +20,7 @@ use tributary_proto::v1alpha1::{
 use super::admission::{ContributionCheck, default_checks};
 use super::run::RunConfig;
 use super::store::{RoundRecord, RunRecord, Store, UpdateMeta};
-use super::{Coordinator, Decision, Event, PeerId, Phase};
+use super::{Coordinator, Decision, Event, PeerId, Phase, SkipReason};
 
 /// Wall-clock milliseconds since the Unix epoch: the machine's time base, so deadlines in round
 /// events mean the same to every peer.
@@ -49,8 +49,6 @@ pub struct PeerCounters {
 pub struct Core {
     pub machine: Coordinator,
     pub peers: BTreeMap<String, PeerCounters>,
-    /// Model version → peer → parameter fingerprint reported at that version.
-    pub fingerprints: BTreeMap<u64, BTreeMap<String, Vec<u8>>>,
 }
 
 /// A published aggregate and its SHA-256.
@@ -101,7 +99,7 @@ impl Shared {
                     // shapes training may not.
                     let stored: TrainingRunSpec = serde_json::from_str(&record.spec_json)
                         .context("the store's spec does not parse")?;
-                    let refused = run.spec.frozen_changes(&stored);
+                    let refused = run.spec().frozen_changes(&stored);
                     if !refused.is_empty() {
                         bail!(
                             "{} holds run {:?} with a different spec: {refused}",
@@ -128,7 +126,7 @@ impl Shared {
             }
             _ => {
                 let machine =
-                    Coordinator::new(run.policy.clone()).with_round_limit(run.total_rounds);
+                    Coordinator::new(run.policy.clone()).with_round_limit(run.plan.total_rounds());
                 let record = RunRecord {
                     run_id: run.run_id.clone(),
                     spec_json,
@@ -145,7 +143,6 @@ impl Shared {
             core: Mutex::new(Core {
                 machine,
                 peers: BTreeMap::new(),
-                fingerprints: BTreeMap::new(),
             }),
             writers: tokio::sync::Mutex::new(()),
             newest: Mutex::new(None),
@@ -213,125 +210,130 @@ impl Shared {
     }
 
     /// Applies `event`, stores the new state (with `attach`) and announces the decisions.
-    /// Returns the decisions; aggregation jobs they ask for are started.
+    /// Returns the decisions; aggregation jobs they ask for are started. Every change of the
+    /// machine goes through here, inside [`Shared::commit`].
     pub fn apply(
         self: &Arc<Self>,
         core: &mut Core,
         event: Event,
         attach: Attach<'_>,
     ) -> anyhow::Result<Vec<Decision>> {
-        let persist_always = !matches!(event, Event::Tick { .. } | Event::Heartbeat { .. });
+        let quiet = matches!(event, Event::Tick { .. } | Event::Heartbeat { .. });
         let decisions = core.machine.apply(event);
-        let mut saved = false;
-        let mut announce = Vec::new();
-        for d in &decisions {
-            match d {
-                Decision::Admitted { peer } => {
-                    if let Attach::Peer { key } = &attach {
-                        self.store
-                            .register_peer(&core.machine, peer.as_str(), key)?;
-                        saved = true;
-                    }
-                    core.peers.entry(peer.to_string()).or_default();
-                }
-                Decision::Accepted { peer, round } => {
-                    if let Attach::Update { payload, meta } = &attach {
-                        self.store.accept_update(
-                            &core.machine,
-                            *round,
-                            peer.as_str(),
-                            payload,
-                            meta,
-                        )?;
-                        saved = true;
-                    }
-                    let c = core.peers.entry(peer.to_string()).or_default();
-                    c.accepted += 1;
-                    c.last_round = Some(*round);
-                }
-                Decision::Rejected {
-                    peer,
-                    round,
-                    reason,
-                } => {
-                    info!(%peer, round, reason = reason.label(), "update rejected");
-                    core.peers.entry(peer.to_string()).or_default().rejected += 1;
-                }
-                Decision::Refused { peer, reason } => {
-                    info!(%peer, reason = reason.label(), "join refused");
-                }
-                Decision::PeerExpired { peer } => info!(%peer, "peer expired"),
-                Decision::RoundOpened {
-                    round,
-                    deadline_ms,
-                    members,
-                } => {
-                    info!(round, members = members.len(), "round opened");
-                    announce.push(self.opened_event(
-                        *round,
-                        *deadline_ms,
-                        members,
-                        core.machine.model_version(),
-                    ));
-                }
-                Decision::Aggregate { round, peers } => {
-                    info!(round, peers = peers.len(), "round closed; aggregating");
-                    self.start_aggregation(*round);
-                }
-                Decision::DeadlineExtended { round, deadline_ms } => {
-                    info!(round, deadline_ms, "deadline extended");
-                }
-                Decision::RoundSkipped { round, reason } => {
-                    warn!(round, reason = reason.label(), "round skipped");
-                    let record = RoundRecord {
-                        round: *round,
-                        published: false,
-                        skip_reason: reason.label().into(),
-                        peers: Vec::new(),
-                        mean_loss: 0.0,
-                        tokens: 0,
-                        aggregate_bytes: 0,
-                        aggregate_sha256: Vec::new(),
-                        update_bytes: 0,
-                        model_version: core.machine.model_version(),
-                        ended_unix_millis: now_ms(),
-                    };
-                    self.store.end_round(&core.machine, &record, None)?;
-                    saved = true;
-                    announce.push(skipped_event(&record));
-                }
-                Decision::Published { round, .. } => {
-                    if let Attach::Aggregate { blob, record } = &attach {
-                        self.store.end_round(&core.machine, record, Some(blob))?;
-                        saved = true;
-                        if let Ok(sha256) = record.aggregate_sha256.as_slice().try_into() {
-                            *self.newest.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(AggregateBlob {
-                                    round: *round,
-                                    bytes: Arc::from(*blob),
-                                    sha256,
-                                });
-                        }
-                        info!(
-                            round,
-                            model_version = record.model_version,
-                            bytes = blob.len(),
-                            loss = record.mean_loss,
-                            "aggregate published"
-                        );
-                        announce.push(published_event(record));
-                    }
-                }
-            }
+        self.persist(core, &decisions, &attach, !quiet)?;
+        count(core, &decisions);
+        log(&decisions);
+        if let Attach::Aggregate { blob, record } = &attach
+            && decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Published { round, .. } if *round == record.round))
+        {
+            info!(
+                round = record.round,
+                model_version = record.model_version,
+                bytes = blob.len(),
+                loss = record.mean_loss,
+                "aggregate stored"
+            );
+            self.keep_newest(record, blob);
         }
-        if !saved && (persist_always || !decisions.is_empty()) {
-            self.store.save_machine(&core.machine)?;
-        }
-        for event in announce {
+        for event in self.announcements(core, &decisions, &attach) {
             // No subscribers is fine: watchers catch up from the store.
             let _ = self.events.send(event);
         }
+        for d in &decisions {
+            if let Decision::Aggregate { round, .. } = d {
+                self.start_aggregation(*round);
+            }
+        }
         Ok(decisions)
+    }
+
+    /// Writes what the decisions change to the store, in one transaction per decision that
+    /// carries data and one machine snapshot otherwise. The [`Attach`] contract: a join's
+    /// `Peer` key is stored with `Admitted`, an `Update` with `Accepted`, an `Aggregate` with
+    /// `Published`; a decision without its attachment stores the machine only.
+    fn persist(
+        &self,
+        core: &Core,
+        decisions: &[Decision],
+        attach: &Attach<'_>,
+        always: bool,
+    ) -> anyhow::Result<()> {
+        let machine = &core.machine;
+        let mut saved = false;
+        for d in decisions {
+            match (d, attach) {
+                (Decision::Admitted { peer }, Attach::Peer { key }) => {
+                    self.store.register_peer(machine, peer.as_str(), key)?;
+                    saved = true;
+                }
+                (Decision::Accepted { peer, round }, Attach::Update { payload, meta }) => {
+                    self.store
+                        .accept_update(machine, *round, peer.as_str(), payload, meta)?;
+                    saved = true;
+                }
+                (Decision::RoundSkipped { round, reason }, _) => {
+                    let record = skipped_record(*round, *reason, machine.model_version());
+                    self.store.end_round(machine, &record, None)?;
+                    saved = true;
+                }
+                (Decision::Published { round, .. }, Attach::Aggregate { blob, record })
+                    if record.round == *round =>
+                {
+                    self.store.end_round(machine, record, Some(blob))?;
+                    saved = true;
+                }
+                _ => {}
+            }
+        }
+        if !saved && (always || !decisions.is_empty()) {
+            self.store.save_machine(machine)?;
+        }
+        Ok(())
+    }
+
+    /// The round events the decisions announce to watchers.
+    fn announcements(
+        &self,
+        core: &Core,
+        decisions: &[Decision],
+        attach: &Attach<'_>,
+    ) -> Vec<RoundEvent> {
+        let version = core.machine.model_version();
+        decisions
+            .iter()
+            .filter_map(|d| match (d, attach) {
+                (
+                    Decision::RoundOpened {
+                        round,
+                        deadline_ms,
+                        members,
+                    },
+                    _,
+                ) => Some(self.opened_event(*round, *deadline_ms, members, version)),
+                (Decision::RoundSkipped { round, reason }, _) => {
+                    Some(skipped_event(&skipped_record(*round, *reason, version)))
+                }
+                (Decision::Published { round, .. }, Attach::Aggregate { record, .. })
+                    if record.round == *round =>
+                {
+                    Some(published_event(record))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every peer fetches the newest aggregate right after it is published: keep it in memory.
+    fn keep_newest(&self, record: &RoundRecord, blob: &[u8]) {
+        if let Ok(sha256) = record.aggregate_sha256.as_slice().try_into() {
+            *self.newest.lock().unwrap_or_else(|p| p.into_inner()) = Some(AggregateBlob {
+                round: record.round,
+                bytes: Arc::from(blob),
+                sha256,
+            });
+        }
     }
 
     fn opened_event(
@@ -345,7 +347,7 @@ impl Shared {
             event: Some(round_event::Event::Opened(RoundOpened {
                 round,
                 deadline_unix_millis: deadline_ms,
-                data_seed: self.run.spec.seed,
+                data_seed: self.run.spec().seed,
                 admitted_peers: members.len() as u32,
                 members: members.iter().map(ToString::to_string).collect(),
                 model_version,
@@ -388,19 +390,37 @@ impl Shared {
 
     fn start_aggregation(self: &Arc<Self>, round: u64) {
         let shared = Arc::clone(self);
-        // Off the async threads: decoding and aggregating is CPU work.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            error!(round, "aggregation needs the coordinator's runtime");
+            return;
+        };
+        // Off the async threads: decoding and aggregating is CPU work. The result is stored
+        // through the one commit path, like every other change.
         tokio::task::spawn_blocking(move || {
             let _span = info_span!("aggregate", round).entered();
-            if let Err(e) = shared.aggregate(round) {
+            let stored = shared.aggregate(round).and_then(|(blob, mut record)| {
+                let digest = identity::sha256(&blob);
+                runtime.block_on(shared.commit(move |s, core| {
+                    record.model_version = core.machine.model_version() + 1;
+                    let attach = Attach::Aggregate {
+                        blob: &blob,
+                        record,
+                    };
+                    s.apply(core, Event::AggregateStored { round, digest }, attach)
+                }))
+            });
+            if let Err(e) = stored {
                 error!(round, "aggregation failed: {e:#}");
             }
         });
     }
 
-    fn aggregate(self: &Arc<Self>, round: u64) -> anyhow::Result<()> {
+    /// The aggregate of `round`'s stored updates and its record (the model version is set when
+    /// it is committed).
+    fn aggregate(&self, round: u64) -> anyhow::Result<(Vec<u8>, RoundRecord)> {
         let started = std::time::Instant::now();
         let updates = self.store.updates(round)?;
-        let limits = self.run.decode_limits();
+        let limits = self.run.plan.tensors().update_limits();
         // Straight from the stored encodings, partitioned by chunk bands (memory-bounded:
         // docs/benchmarks.md, "Aggregation"); every update was fully decoded on receipt.
         let views = updates
@@ -410,11 +430,9 @@ impl Shared {
                     .with_context(|| format!("stored update of {peer}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let aggregate = Aggregator::new(self.run.rule).aggregate_views(&views, None)?;
+        let aggregate = Aggregator::new(self.run.plan.rule()).aggregate_views(&views, None)?;
         let blob = encode_aggregate(&aggregate);
-        let digest = identity::sha256(&blob);
         let n = updates.len().max(1) as f64;
-        let mut core = self.lock();
         let record = RoundRecord {
             round,
             published: true,
@@ -423,9 +441,9 @@ impl Shared {
             mean_loss: updates.iter().map(|u| u.2.inner_loss).sum::<f64>() / n,
             tokens: updates.iter().map(|u| u.2.tokens).sum(),
             aggregate_bytes: blob.len() as u64,
-            aggregate_sha256: digest.to_vec(),
+            aggregate_sha256: identity::sha256(&blob).to_vec(),
             update_bytes: updates.iter().map(|u| u.2.bytes).sum(),
-            model_version: core.machine.model_version() + 1,
+            model_version: 0,
             ended_unix_millis: now_ms(),
         };
         info!(
@@ -434,15 +452,7 @@ impl Shared {
             ms = started.elapsed().as_millis() as u64,
             "aggregated"
         );
-        self.apply(
-            &mut core,
-            Event::AggregateStored { round, digest },
-            Attach::Aggregate {
-                blob: &blob,
-                record,
-            },
-        )?;
-        Ok(())
+        Ok((blob, record))
     }
 
     pub fn count_received(&self, bytes: usize) {
@@ -452,6 +462,78 @@ impl Shared {
 
     pub fn count_sent(&self, bytes: usize) {
         self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Per-peer counters for status.
+fn count(core: &mut Core, decisions: &[Decision]) {
+    for d in decisions {
+        match d {
+            Decision::Admitted { peer } => {
+                core.peers.entry(peer.to_string()).or_default();
+            }
+            Decision::Accepted { peer, round } => {
+                let c = core.peers.entry(peer.to_string()).or_default();
+                c.accepted += 1;
+                c.last_round = Some(*round);
+            }
+            Decision::Rejected { peer, .. } => {
+                core.peers.entry(peer.to_string()).or_default().rejected += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn log(decisions: &[Decision]) {
+    for d in decisions {
+        match d {
+            Decision::Rejected {
+                peer,
+                round,
+                reason,
+            } => info!(%peer, round, reason = reason.label(), "update rejected"),
+            Decision::Refused { peer, reason } => {
+                info!(%peer, reason = reason.label(), "join refused")
+            }
+            Decision::PeerExpired { peer } => info!(%peer, "peer expired"),
+            Decision::RoundOpened { round, members, .. } => {
+                info!(round, members = members.len(), "round opened")
+            }
+            Decision::Aggregate { round, peers } => {
+                info!(round, peers = peers.len(), "round closed; aggregating")
+            }
+            Decision::DeadlineExtended { round, deadline_ms } => {
+                info!(round, deadline_ms, "deadline extended")
+            }
+            Decision::RoundSkipped { round, reason } => {
+                warn!(round, reason = reason.label(), "round skipped")
+            }
+            Decision::Published { round, .. } => info!(round, "aggregate published"),
+            Decision::ResyncRequired {
+                peer,
+                model_version,
+            } => warn!(%peer, model_version, "fingerprint disagrees with the majority"),
+            Decision::Admitted { .. } | Decision::Accepted { .. } => {}
+            Decision::FingerprintRecorded { .. } => {}
+        }
+    }
+}
+
+/// The stored record of a skipped round.
+fn skipped_record(round: u64, reason: SkipReason, model_version: u64) -> RoundRecord {
+    RoundRecord {
+        round,
+        published: false,
+        skip_reason: reason.label().into(),
+        peers: Vec::new(),
+        mean_loss: 0.0,
+        tokens: 0,
+        aggregate_bytes: 0,
+        aggregate_sha256: Vec::new(),
+        update_bytes: 0,
+        model_version,
+        ended_unix_millis: now_ms(),
     }
 }
 
@@ -474,9 +556,17 @@ pub fn skipped_event(r: &RoundRecord) -> RoundEvent {
     RoundEvent {
         event: Some(round_event::Event::Skipped(RoundSkipped {
             round: r.round,
-            reason: r.skip_reason.clone(),
+            reason: wire_skip_reason(&r.skip_reason).into(),
         })),
     }
+}
+
+/// A stored skip label as the wire names it (unspecified for a label this build does not know).
+pub fn wire_skip_reason(label: &str) -> tributary_proto::v1alpha1::SkipReason {
+    SkipReason::from_label(label).map_or(
+        tributary_proto::v1alpha1::SkipReason::Unspecified,
+        SkipReason::wire,
+    )
 }
 
 /// The event a stored round record announces.

@@ -6,23 +6,23 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 use tributary_proto::identity;
 use tributary_proto::v1alpha1::exchange_server::Exchange;
 use tributary_proto::v1alpha1::{
     BlobChunk, CheckpointInfo, GetAggregateRequest, GetCheckpointRequest, GetStatusRequest,
     HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, ListCheckpointsRequest,
     ListCheckpointsResponse, PeerStatus, PutCheckpointMessage, PutCheckpointResponse, RoundEvent,
-    RoundSummary, RunStatus, SubmitScoresRequest, SubmitScoresResponse, SubmitUpdateMessage,
-    SubmitUpdateResponse, WatchRoundsRequest, put_checkpoint_message, round_event,
-    submit_update_message,
+    RoundSummary, RunPhase, RunStatus, SubmitScoresRequest, SubmitScoresResponse,
+    SubmitUpdateMessage, SubmitUpdateResponse, WatchRoundsRequest, put_checkpoint_message,
+    round_event, submit_update_message,
 };
 use tributary_proto::{CHUNK_BYTES, is_compatible};
 
 use super::admission::{self, Reject};
-use super::server::{Attach, Shared, history_event, now_ms};
+use super::server::{Attach, Shared, history_event, now_ms, wire_skip_reason};
 use super::store::{CheckpointRecord, UpdateMeta};
-use super::{Decision, Event, PeerId, Phase};
+use super::{Decision, Event, Fingerprint, PeerId, Phase};
 
 /// A join signature older or newer than this is refused (replay protection; clocks must be
 /// roughly right).
@@ -106,7 +106,7 @@ impl Iterator for BlobChunks {
 fn rejected(reason: &Reject) -> Response<SubmitUpdateResponse> {
     Response::new(SubmitUpdateResponse {
         accepted: false,
-        reject_reason: reason.label().into(),
+        reason: reason.wire().into(),
         message: reason.message(),
     })
 }
@@ -182,7 +182,7 @@ impl Exchange for ExchangeService {
             current_round: round,
             latest_checkpoint: latest,
             max_chunk_bytes: run.max_chunk_bytes,
-            max_update_bytes: run.update_bytes,
+            max_update_bytes: run.plan.tensors().update_bytes(),
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             model_version,
         }))
@@ -199,48 +199,34 @@ impl Exchange for ExchangeService {
                 "a parameter fingerprint has at most {MAX_FINGERPRINT_BYTES} bytes"
             )));
         }
-        let mut core = self.shared.lock();
         let peer = PeerId::from(r.peer_id.as_str());
-        if !core.machine.is_member(&peer) {
+        if !self.shared.lock().machine.is_member(&peer) {
             return Err(Status::not_found(
                 "not a member (expired or never joined): join again",
             ));
         }
-        self.shared
-            .apply(
-                &mut core,
-                Event::Heartbeat {
-                    peer,
-                    now_ms: now_ms(),
-                },
-                Attach::Nothing,
-            )
+        let fingerprint = (!r.parameter_fingerprint.is_empty()).then(|| Fingerprint {
+            model_version: r.model_version,
+            digest: r.parameter_fingerprint,
+        });
+        let event = Event::Heartbeat {
+            peer,
+            now_ms: now_ms(),
+            fingerprint,
+        };
+        let (decisions, round) = self
+            .shared
+            .commit(move |shared, core| {
+                let decisions = shared.apply(core, event, Attach::Nothing)?;
+                Ok((decisions, current_round(&core.machine)))
+            })
+            .await
             .map_err(internal)?;
-        let mut resync = false;
-        if !r.parameter_fingerprint.is_empty() {
-            let at = core.fingerprints.entry(r.round).or_default();
-            at.insert(r.peer_id.clone(), r.parameter_fingerprint.clone());
-            // Majority among the other peers at the same version.
-            let mut counts: std::collections::BTreeMap<&Vec<u8>, usize> = Default::default();
-            for (p, f) in at.iter() {
-                if *p != r.peer_id {
-                    *counts.entry(f).or_default() += 1;
-                }
-            }
-            if let Some((majority, n)) = counts.into_iter().max_by_key(|(_, n)| *n) {
-                resync = n >= 2 && *majority != r.parameter_fingerprint;
-                if resync {
-                    warn!(peer = %r.peer_id, version = r.round, "fingerprint disagrees with the majority");
-                }
-            }
-            // Keep the last few versions only.
-            while core.fingerprints.len() > 8 {
-                core.fingerprints.pop_first();
-            }
-        }
         Ok(Response::new(HeartbeatResponse {
-            current_round: current_round(&core.machine),
-            resync_required: resync,
+            current_round: round,
+            resync_required: decisions
+                .iter()
+                .any(|d| matches!(d, Decision::ResyncRequired { .. })),
         }))
     }
 
@@ -333,12 +319,22 @@ impl Exchange for ExchangeService {
                 return Ok(self.reject(&header.peer_id, &reason));
             }
             // The round verdict before reading the payload: a late update costs nothing.
-            let precheck = shared
-                .lock()
-                .machine
-                .check_submission(&PeerId::from(header.peer_id.as_str()), header.round);
+            let precheck = {
+                let core = shared.lock();
+                let machine = &core.machine;
+                machine
+                    .check_submission(&PeerId::from(header.peer_id.as_str()), header.round)
+                    .map_err(Reject::Round)
+                    .and_then(|()| match machine.model_version() {
+                        v if v == header.model_version => Ok(()),
+                        round => Err(Reject::StaleModel {
+                            theirs: header.model_version,
+                            round,
+                        }),
+                    })
+            };
             if let Err(reason) = precheck {
-                return Ok(self.reject(&header.peer_id, &Reject::Round(reason)));
+                return Ok(self.reject(&header.peer_id, &reason));
             }
             let mut payload = Vec::with_capacity(header.payload_bytes as usize);
             while let Some(message) = stream.message().await? {
@@ -400,7 +396,7 @@ impl Exchange for ExchangeService {
             }) {
                 Some(Ok(())) => Ok(Response::new(SubmitUpdateResponse {
                     accepted: true,
-                    reject_reason: String::new(),
+                    reason: tributary_proto::v1alpha1::RejectReason::Unspecified.into(),
                     message: String::new(),
                 })),
                 Some(Err(reason)) => Ok(rejected(&Reject::Round(reason))),
@@ -449,9 +445,11 @@ impl Exchange for ExchangeService {
         let blob = self
             .shared
             .store
-            .checkpoint(r.round)
+            .checkpoint(r.model_version)
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no checkpoint at version {}", r.round)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("no checkpoint at version {}", r.model_version))
+            })?;
         let sha = identity::sha256(&blob);
         Ok(self.send_blob(blob.into(), &sha))
     }
@@ -479,21 +477,23 @@ impl Exchange for ExchangeService {
         let Some(key) = shared.store.peer_key(&header.peer_id).map_err(internal)? else {
             return refuse("unknown peer".into());
         };
-        let message = identity::checkpoint_message(&shared.run.run_id, info.round, &info.sha256);
+        let message =
+            identity::checkpoint_message(&shared.run.run_id, info.model_version, &info.sha256);
         if identity::verify(&key, &message, &header.signature).is_err() {
             return refuse("bad signature".into());
         }
         let version = shared.lock().machine.model_version();
-        if info.round == 0 || info.round > version {
+        if info.model_version == 0 || info.model_version > version {
             return refuse(format!(
                 "checkpoint version {} is not in 1..={version}",
-                info.round
+                info.model_version
             ));
         }
-        if info.bytes > shared.run.max_checkpoint_bytes {
+        if info.bytes > shared.run.plan.tensors().max_checkpoint_bytes() {
             return refuse(format!(
                 "checkpoint of {} bytes exceeds this model's {}",
-                info.bytes, shared.run.max_checkpoint_bytes
+                info.bytes,
+                shared.run.plan.tensors().max_checkpoint_bytes()
             ));
         }
         let mut data = Vec::with_capacity(info.bytes as usize);
@@ -513,14 +513,14 @@ impl Exchange for ExchangeService {
             return refuse("size or sha256 does not match the header".into());
         }
         let record = CheckpointRecord {
-            round: info.round,
+            round: info.model_version,
             bytes: info.bytes,
             sha256: info.sha256,
             writer: header.peer_id,
         };
         shared
             .store
-            .put_checkpoint(&record, &data, shared.run.spec.checkpoints.keep)
+            .put_checkpoint(&record, &data, shared.run.spec().checkpoints.keep)
             .map_err(internal)?;
         info!(version = record.round, bytes = record.bytes, writer = %record.writer, "checkpoint stored");
         Ok(Response::new(PutCheckpointResponse {
@@ -550,10 +550,10 @@ impl Exchange for ExchangeService {
         let core = self.shared.lock();
         let machine = &core.machine;
         let phase = match machine.phase() {
-            Phase::Waiting { .. } => "Waiting",
-            Phase::Open { .. } => "Running",
-            Phase::Aggregating { .. } => "Aggregating",
-            Phase::Finished => "Succeeded",
+            Phase::Waiting { .. } => RunPhase::Waiting,
+            Phase::Open { .. } => RunPhase::Open,
+            Phase::Aggregating { .. } => RunPhase::Aggregating,
+            Phase::Finished => RunPhase::Succeeded,
         };
         let peers: Vec<PeerStatus> = machine
             .members()
@@ -598,7 +598,7 @@ impl Exchange for ExchangeService {
                 .map(|r| RoundSummary {
                     round: r.round,
                     published: r.published,
-                    skip_reason: r.skip_reason.clone(),
+                    skip_reason: wire_skip_reason(&r.skip_reason).into(),
                     contributions: r.peers.len() as u32,
                     mean_loss: r.mean_loss,
                     tokens: r.tokens,
@@ -607,7 +607,7 @@ impl Exchange for ExchangeService {
                     ended_unix_millis: r.ended_unix_millis,
                 })
                 .collect(),
-            total_rounds: self.shared.run.total_rounds.unwrap_or(0),
+            total_rounds: self.shared.run.plan.total_rounds().unwrap_or(0),
         }))
     }
 }
@@ -631,7 +631,7 @@ impl ExchangeService {
 
 fn checkpoint_info(c: CheckpointRecord) -> CheckpointInfo {
     CheckpointInfo {
-        round: c.round,
+        model_version: c.round,
         bytes: c.bytes,
         sha256: c.sha256,
         writer_peer_id: c.writer,

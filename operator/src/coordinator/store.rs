@@ -469,13 +469,6 @@ impl Store {
         let v = t.get(round).map_err(|e| self.err(e))?;
         Ok(v.map(|v| v.value().to_vec()))
     }
-
-    /// Number of registered peers (status).
-    pub fn peer_count(&self) -> Result<u64> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(PEERS).map_err(|e| self.err(e))?;
-        t.len().map_err(|e| self.err(e))
-    }
 }
 
 #[cfg(test)]

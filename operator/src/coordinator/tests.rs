@@ -108,7 +108,14 @@ fn keep_alive(c: &mut Coordinator, until_ms: u64) {
         now_ms = (now_ms + 20_000).min(until_ms);
         let members: Vec<PeerId> = c.members().cloned().collect();
         for peer in members {
-            assert!(c.apply(Event::Heartbeat { peer, now_ms }).is_empty());
+            assert!(
+                c.apply(Event::Heartbeat {
+                    peer,
+                    now_ms,
+                    fingerprint: None,
+                })
+                .is_empty()
+            );
         }
     }
 }
@@ -238,6 +245,7 @@ fn silent_peers_expire_and_heartbeats_or_submissions_keep_them() {
     c.apply(Event::Heartbeat {
         peer: p("a"),
         now_ms: 20_000,
+        fingerprint: None,
     });
     assert_eq!(submit(&mut c, "b", 0, 25_000), vec![accepted("b", 0)]);
     assert!(
@@ -266,6 +274,7 @@ fn a_heartbeat_from_a_stranger_is_ignored() {
     let heartbeat = Event::Heartbeat {
         peer: p("x"),
         now_ms: 3,
+        fingerprint: None,
     };
     assert!(c.apply(heartbeat).is_empty());
     assert!(!c.is_member(&p("x")));
@@ -665,19 +674,10 @@ fn a_restored_snapshot_decides_like_the_original() {
 
 #[test]
 fn labels_are_stable() {
-    use RejectReason::*;
-    let labels: Vec<_> = [
-        NotAMember,
-        RoundNotOpen,
-        WrongRound,
-        Duplicate,
-        NotInRound,
-        PastDeadline,
-        RoundClosed,
-    ]
-    .into_iter()
-    .map(RejectReason::label)
-    .collect();
+    let labels: Vec<_> = RejectReason::ALL
+        .into_iter()
+        .map(RejectReason::label)
+        .collect();
     assert_eq!(
         labels,
         [
@@ -723,4 +723,68 @@ fn no_round_opens_once_the_round_limit_is_published() {
         Phase::Finished,
         "a join after the end opens nothing"
     );
+}
+
+/// Labels (logs, metrics, the store) and wire enums are one mapping: a label is the wire
+/// name's suffix in lower case with dashes, and a stored skip label reads back as its reason.
+#[test]
+fn labels_and_wire_reasons_map_both_ways() {
+    let wire_label = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
+            .map(|s| s.to_lowercase().replace('_', "-"))
+    };
+    for r in RejectReason::ALL {
+        assert_eq!(
+            wire_label(r.wire().as_str_name(), "REJECT_REASON_").as_deref(),
+            Some(r.label())
+        );
+    }
+    for r in SkipReason::ALL {
+        assert_eq!(SkipReason::from_label(r.label()), Some(r));
+        assert_eq!(SkipReason::from_wire(r.wire()), Some(r));
+        assert_eq!(
+            wire_label(r.wire().as_str_name(), "SKIP_REASON_").as_deref(),
+            Some(r.label())
+        );
+    }
+    assert_eq!(SkipReason::from_label("no-such-reason"), None);
+}
+
+fn beat(c: &mut Coordinator, name: &str, version: u64, digest: u8, now_ms: u64) -> Vec<Decision> {
+    c.apply(Event::Heartbeat {
+        peer: p(name),
+        now_ms,
+        fingerprint: Some(super::Fingerprint {
+            model_version: version,
+            digest: vec![digest],
+        }),
+    })
+}
+
+fn resync(out: &[Decision]) -> bool {
+    out.iter()
+        .any(|d| matches!(d, Decision::ResyncRequired { .. }))
+}
+
+#[test]
+fn a_member_that_differs_from_a_quorum_of_others_must_resync() {
+    let mut c = coordinator(4, 4, 0, StragglerPolicy::Aggregate);
+    for name in ["a", "b", "c", "d"] {
+        join(&mut c, name, 0);
+    }
+    assert!(!resync(&beat(&mut c, "a", 0, 1, 10)));
+    // One other peer alone cannot tell which of two diverged.
+    assert!(!resync(&beat(&mut c, "b", 0, 2, 10)));
+    assert!(!resync(&beat(&mut c, "c", 0, 1, 10)));
+    // b differs from a and c, who agree.
+    assert!(resync(&beat(&mut c, "b", 0, 2, 20)));
+    assert!(!resync(&beat(&mut c, "d", 0, 1, 20)));
+    // A version above the published one, or a stranger, records nothing.
+    assert!(beat(&mut c, "b", 5, 2, 30).is_empty());
+    assert!(beat(&mut c, "zz", 0, 9, 30).is_empty());
+    // The rule survives a restart from the snapshot.
+    let mut restored: Coordinator =
+        serde_json::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap();
+    assert!(resync(&beat(&mut restored, "b", 0, 2, 40)));
+    assert!(!resync(&beat(&mut restored, "b", 0, 1, 40)));
 }

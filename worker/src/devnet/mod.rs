@@ -278,7 +278,7 @@ async fn watch(
             indicatif::HumanBytes(status.bytes_received + status.bytes_sent),
             status.active_peers,
         ));
-        if status.phase == "Succeeded" {
+        if status.phase() == tributary_proto::v1alpha1::RunPhase::Succeeded {
             bar.finish();
             return Ok(status);
         }

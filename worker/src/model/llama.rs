@@ -9,48 +9,12 @@ use rand_distr::{Distribution, Normal};
 use tch::{Device, Kind, Tensor};
 use tributary_crds::ModelConfig;
 
-use super::params::{ParamSet, ParamSpec};
+use super::Model;
+use super::params::ParamSet;
 use super::rope::Rope;
 
 /// Standard deviation of the normal initialisation (transformers' `initializer_range`).
 pub const INIT_STD: f64 = 0.02;
-
-/// Derived sizes of a [`ModelConfig`].
-pub trait ModelConfigExt {
-    fn check(&self) -> Result<()>;
-}
-
-impl ModelConfigExt for ModelConfig {
-    fn check(&self) -> Result<()> {
-        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
-            bail!(
-                "heads ({}) must divide hidden ({})",
-                self.heads,
-                self.hidden
-            );
-        }
-        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
-            bail!(
-                "kvHeads ({}) must divide heads ({})",
-                self.kv_heads,
-                self.heads
-            );
-        }
-        if !self.head_dim().is_multiple_of(2) {
-            bail!(
-                "head dim {} must be even for rotary embeddings",
-                self.head_dim()
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Every parameter of `config`, in definition order (transformers' names and shapes).
-pub fn param_specs(config: &ModelConfig) -> Result<Vec<ParamSpec>> {
-    config.check()?;
-    Ok(config.param_specs())
-}
 
 struct Block {
     input_norm: Tensor,
@@ -80,7 +44,8 @@ impl Llama {
     /// A freshly initialised model: N(0, 0.02) weights from a ChaCha stream of `seed` (so every
     /// peer and platform builds the same θ₀), norms at one.
     pub fn new(config: ModelConfig, seed: u64, device: Device) -> Result<Self> {
-        let layout = param_specs(&config)?;
+        config.check()?;
+        let layout = config.param_specs();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let normal = Normal::new(0.0f32, INIT_STD as f32)?;
         let mut params = ParamSet::new();
@@ -95,32 +60,43 @@ impl Llama {
             };
             handles.push(params.push(spec.name, &spec.shape, &values, device));
         }
-        let mut it = handles.into_iter();
-        let mut next = || {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("parameter layout is short"))
+        // The layout (crds' `ModelConfig::param_specs`) is read by name, not by position.
+        let mut by_name: std::collections::HashMap<String, Tensor> = params
+            .specs()
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(handles)
+            .collect();
+        let mut take = |name: &str| {
+            by_name
+                .remove(name)
+                .ok_or_else(|| anyhow::anyhow!("the parameter layout has no {name}"))
         };
-        let embed = next()?;
+        let embed = take("model.embed_tokens.weight")?;
         let mut blocks = Vec::new();
-        for _ in 0..config.layers {
+        for l in 0..config.layers {
+            let p = format!("model.layers.{l}");
             blocks.push(Block {
-                q: next()?,
-                k: next()?,
-                v: next()?,
-                o: next()?,
-                gate: next()?,
-                up: next()?,
-                down: next()?,
-                input_norm: next()?,
-                post_norm: next()?,
+                q: take(&format!("{p}.self_attn.q_proj.weight"))?,
+                k: take(&format!("{p}.self_attn.k_proj.weight"))?,
+                v: take(&format!("{p}.self_attn.v_proj.weight"))?,
+                o: take(&format!("{p}.self_attn.o_proj.weight"))?,
+                gate: take(&format!("{p}.mlp.gate_proj.weight"))?,
+                up: take(&format!("{p}.mlp.up_proj.weight"))?,
+                down: take(&format!("{p}.mlp.down_proj.weight"))?,
+                input_norm: take(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
             });
         }
-        let norm = next()?;
+        let norm = take("model.norm.weight")?;
         let head = if config.tie_embeddings {
             None
         } else {
-            Some(next()?)
+            Some(take("lm_head.weight")?)
         };
+        if let Some(extra) = by_name.keys().next() {
+            bail!("the parameter layout has {extra}, which this model does not use");
+        }
         let rope = Rope::new(
             i64::from(config.context),
             i64::from(config.head_dim()),
@@ -141,18 +117,6 @@ impl Llama {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
-    }
-
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    pub fn params(&self) -> &ParamSet {
-        &self.params
-    }
-
-    pub fn params_mut(&mut self) -> &mut ParamSet {
-        &mut self.params
     }
 
     /// Logits `[batch, seq, vocab]` (f32) for token ids `[batch, seq]` (i64, on this device).
@@ -213,9 +177,26 @@ impl Llama {
             .reshape([bsz, t, h * hd])
             .linear(&b.o, None::<Tensor>)
     }
+}
 
-    /// Mean next-token cross-entropy (nats) of rows of `len + 1` tokens.
-    pub fn loss(&self, rows: &Tensor) -> Tensor {
+impl Model for Llama {
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn vocab(&self) -> u32 {
+        self.config.vocab
+    }
+
+    fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut ParamSet {
+        &mut self.params
+    }
+
+    fn loss(&self, rows: &Tensor) -> Tensor {
         let t = rows.size()[1] - 1;
         let inputs = rows.narrow(1, 0, t);
         let targets = rows.narrow(1, 1, t);

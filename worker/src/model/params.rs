@@ -97,11 +97,6 @@ impl ParamSet {
     }
 }
 
-/// The codec's shape of every parameter, in order.
-pub fn codec_shapes(specs: &[ParamSpec]) -> Result<Vec<tributary_codec::TensorShape>> {
-    Ok(tributary_proto::convert::codec_shapes(specs)?)
-}
-
 pub(crate) fn tensor_to_vec(t: &Tensor) -> Result<Vec<f32>> {
     let t = t
         .detach()

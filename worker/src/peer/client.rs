@@ -23,6 +23,8 @@ pub struct Client {
 /// What a peer reports with its update.
 pub struct UpdateReport {
     pub round: u64,
+    /// The version of θ the update was trained from.
+    pub model_version: u64,
     pub inner_loss: f64,
     pub tokens: u64,
 }
@@ -83,7 +85,7 @@ impl Client {
             .heartbeat(HeartbeatRequest {
                 version: Some(PROTOCOL_VERSION),
                 peer_id: peer_id.to_owned(),
-                round: version,
+                model_version: version,
                 parameter_fingerprint: fingerprint.to_vec(),
             })
             .await?
@@ -116,27 +118,20 @@ impl Client {
         report: &UpdateReport,
         payload: Vec<u8>,
     ) -> Result<SubmitUpdateResponse> {
-        let sha = identity::sha256(&payload).to_vec();
-        let peer_id = id.peer_id();
-        let signature = id.sign(&identity::update_message(
-            run_id,
-            report.round,
-            &peer_id,
-            codec,
-            &sha,
-        ));
-        let header = UpdateHeader {
+        let mut header = UpdateHeader {
             version: Some(PROTOCOL_VERSION),
             run_id: run_id.to_owned(),
             round: report.round,
-            peer_id,
+            peer_id: id.peer_id(),
             codec: Some(codec.clone()),
             payload_bytes: payload.len() as u64,
-            payload_sha256: sha,
+            payload_sha256: identity::sha256(&payload).to_vec(),
             inner_loss: report.inner_loss,
             tokens: report.tokens,
-            signature,
+            signature: Vec::new(),
+            model_version: report.model_version,
         };
+        header.signature = id.sign(&identity::update_message(&header));
         let mut messages = vec![SubmitUpdateMessage {
             part: Some(submit_update_message::Part::Header(header)),
         }];
@@ -169,12 +164,12 @@ impl Client {
             .inner
             .get_checkpoint(GetCheckpointRequest {
                 version: Some(PROTOCOL_VERSION),
-                round: info.round,
+                model_version: info.model_version,
             })
             .await
-            .with_context(|| format!("fetching the checkpoint at version {}", info.round))?
+            .with_context(|| format!("fetching the checkpoint at version {}", info.model_version))?
             .into_inner();
-        let what = format!("checkpoint at version {}", info.round);
+        let what = format!("checkpoint at version {}", info.model_version);
         download(stream, &info.sha256, &what).await
     }
 
@@ -191,7 +186,7 @@ impl Client {
             peer_id: id.peer_id(),
             signature: id.sign(&identity::checkpoint_message(run_id, version, &sha)),
             info: Some(CheckpointInfo {
-                round: version,
+                model_version: version,
                 bytes: bytes.len() as u64,
                 sha256: sha,
                 writer_peer_id: id.peer_id(),

@@ -12,11 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use tokio::sync::Notify;
 use tokio::task::block_in_place;
 use tracing::{Instrument, info, info_span, warn};
-use tributary_proto::convert;
+use tributary_crds::TrainingRunSpec;
 use tributary_proto::identity::Identity;
-use tributary_proto::v1alpha1::{AggregatePublished, JoinResponse, RoundOpened, round_event};
+use tributary_proto::v1alpha1::{
+    AggregatePublished, JoinResponse, RejectReason, RoundOpened, round_event,
+};
 
 pub use client::Client;
 use client::UpdateReport;
@@ -99,8 +102,8 @@ async fn session(
 ) -> Result<()> {
     let mut client = Client::connect(&args.coordinator).await?;
     let joined = client.join(id, &args.run_id).await?;
-    let spec = convert::run_spec_from_json(&joined.run_spec_json)?;
-    if slot.as_ref().is_some_and(|s| s.spec != spec) {
+    let spec = TrainingRunSpec::from_json(&joined.run_spec_json).context("the run's spec")?;
+    if slot.as_ref().is_some_and(|s| *s.spec() != spec) {
         bail!("the run's spec changed under this peer; restart it");
     }
     if slot.is_none() {
@@ -109,22 +112,36 @@ async fn session(
     let Some(state) = slot.as_mut() else {
         bail!("no state");
     };
-    let total = state.spec.total_rounds()?;
+    let total = state.plan().total_rounds();
     if total.is_some_and(|t| state.version >= t) {
         info!(version = state.version, "run finished");
         return Ok(());
     }
     let beat = Arc::new(Mutex::new((state.version, state.fingerprint())));
+    let diverged = Arc::new(Notify::new());
     let heartbeat = spawn_heartbeat(
         client.clone(),
         id.peer_id(),
         Arc::clone(&beat),
+        Arc::clone(&diverged),
         Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(200))),
     );
-    let result = follow(args, id, &mut client, state, log, &beat, total).await;
+    let result = tokio::select! {
+        r = follow(args, id, &mut client, state, log, &beat, total) => r,
+        () = diverged.notified() => Err(Diverged.into()),
+    };
     heartbeat.abort();
+    if result.as_ref().is_err_and(|e| e.is::<Diverged>()) {
+        // Start over from the newest checkpoint and the aggregates since.
+        *slot = None;
+    }
     result
 }
+
+/// The coordinator reported that this peer's parameters differ from the majority's.
+#[derive(Debug, thiserror::Error)]
+#[error("this peer's parameters differ from the majority's; re-syncing from the newest checkpoint")]
+pub struct Diverged;
 
 /// Starting state: the newest checkpoint when there is one, else the seeded initialization.
 async fn sync_start(
@@ -136,7 +153,7 @@ async fn sync_start(
         Some(info) => {
             let bytes = client
                 .checkpoint(info)
-                .instrument(info_span!("sync", version = info.round))
+                .instrument(info_span!("sync", version = info.model_version))
                 .await?;
             let state = block_in_place(|| PeerState::from_checkpoint(spec, &bytes))?;
             info!(
@@ -154,6 +171,7 @@ fn spawn_heartbeat(
     mut client: Client,
     peer: String,
     beat: Arc<Mutex<(u64, String)>>,
+    diverged: Arc<Notify>,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -162,7 +180,8 @@ fn spawn_heartbeat(
             let (version, fp) = beat.lock().map(|b| b.clone()).unwrap_or_default();
             match client.heartbeat(&peer, version, fp.as_bytes()).await {
                 Ok(r) if r.resync_required => {
-                    warn!(version, "coordinator reports divergent parameters")
+                    warn!(version, "coordinator reports divergent parameters");
+                    diverged.notify_one();
                 }
                 Ok(_) => {}
                 Err(e) => warn!("heartbeat: {e:#}"),
@@ -182,7 +201,7 @@ async fn follow(
     total: Option<u64>,
 ) -> Result<()> {
     let me = id.peer_id();
-    let wire_codec = tributary_proto::v1alpha1::CodecParams::from(&state.codec);
+    let wire_codec = tributary_proto::v1alpha1::CodecParams::from(state.plan().tensors().codec());
     // Replays from the start of the log: events at versions already held are skipped.
     let mut events = client.watch(&me, 0).await?;
     let mut submitted: Option<Submitted> = None;
@@ -228,7 +247,7 @@ async fn follow(
                     fingerprint: state.fingerprint(),
                 })?;
                 if args.checkpoint_writer {
-                    let every = u64::from(state.spec.checkpoints.every_rounds.max(1));
+                    let every = u64::from(state.spec().checkpoints.every_rounds.max(1));
                     if state.version.is_multiple_of(every) {
                         let bytes = block_in_place(|| state.checkpoint_bytes())?;
                         client
@@ -243,7 +262,7 @@ async fn follow(
                 }
             }
             Some(round_event::Event::Skipped(s)) => {
-                info!(round = s.round, reason = %s.reason, "round skipped");
+                info!(round = s.round, reason = ?s.reason(), "round skipped");
                 state.end_round(s.round);
             }
             Some(round_event::Event::Opened(o)) => {
@@ -294,12 +313,13 @@ async fn train_and_submit(
     wire_codec: &tributary_proto::v1alpha1::CodecParams,
 ) -> Result<Submitted> {
     let t0 = Instant::now();
-    let trained = info_span!("train", steps = state.spec.inner_steps())
+    let trained = info_span!("train", steps = state.plan().data().inner_steps)
         .in_scope(|| block_in_place(|| state.train(o.round, slot)))?;
     let train_s = t0.elapsed().as_secs_f64();
     let bytes = trained.payload.len() as u64;
     let report = UpdateReport {
         round: o.round,
+        model_version: o.model_version,
         inner_loss: trained.mean_loss,
         tokens: trained.tokens,
     };
@@ -310,8 +330,8 @@ async fn train_and_submit(
     if r.accepted {
         info!(loss = trained.mean_loss, bytes, train_s, "update accepted");
     } else {
-        warn!(reason = %r.reject_reason, message = %r.message, "update rejected");
-        if r.reject_reason == "not-a-member" {
+        warn!(reason = ?r.reason(), message = %r.message, "update rejected");
+        if r.reason() == RejectReason::NotAMember {
             bail!("the coordinator no longer counts this peer as a member");
         }
     }

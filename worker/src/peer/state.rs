@@ -3,18 +3,15 @@
 
 use anyhow::{Context, Result, bail};
 use tch::Device;
-use tributary_codec::{
-    CodecParams, Contribution, DecodeLimits, ErrorFeedback, TensorShape,
-    compress_contribution_into, decode_aggregate, encode,
-};
-use tributary_crds::{DataSource, ModelConfig, ParamSpec, TrainingRunSpec};
+use tributary_codec::{Contribution, ErrorFeedback, decode_aggregate, encode};
+use tributary_crds::{DataSource, RunPlan, TrainingRunSpec};
 use tributary_data::shards::ShardSet;
 use tributary_data::synthetic::{Language, LanguageConfig};
 use tributary_data::{Batch, StreamId, TokenSource};
 
 use crate::checkpoint::Checkpoint;
-use crate::model::{Llama, codec_shapes, fingerprint};
-use crate::train::{InnerLoop, OuterStep, lookahead_start, pseudo_gradient};
+use crate::model::{self, fingerprint};
+use crate::train::{InnerLoop, OuterStep, compress_round, local_round, round_start};
 
 /// Held-out sequences an evaluating peer scores θ on after each aggregate.
 const EVAL_SEQUENCES: usize = 64;
@@ -27,11 +24,7 @@ pub struct Trained {
 }
 
 pub struct PeerState {
-    pub spec: TrainingRunSpec,
-    pub model: ModelConfig,
-    pub specs: Vec<ParamSpec>,
-    pub codec: CodecParams,
-    shapes: Vec<TensorShape>,
+    plan: RunPlan,
     /// Global parameters after `version` aggregates.
     pub theta: Vec<Vec<f32>>,
     pub version: u64,
@@ -46,55 +39,51 @@ pub struct PeerState {
     /// The round of `sent` until that round ends: if the update is not in the aggregate, its
     /// decoded values go back into error feedback (nothing of it was applied).
     pending: Option<u64>,
-    seq_len: usize,
 }
 
 impl PeerState {
     /// Fresh state at version 0: the run's seeded initialization, which every peer shares.
     pub fn new(spec: TrainingRunSpec) -> Result<Self> {
-        let model = spec.model_config()?;
-        let llama = Llama::new(model, spec.seed, Device::Cpu)?;
-        let theta = llama.params().to_vecs()?;
-        Self::build(spec, llama, theta, 0, Vec::new())
+        let plan = RunPlan::new(spec)?;
+        let model = model::build(plan.tensors(), plan.spec().seed, Device::Cpu)?;
+        let theta = model.params().to_vecs()?;
+        Self::build(plan, model, theta, 0, Vec::new())
     }
 
     /// State from a downloaded checkpoint (its content hash is verified by `from_bytes`).
     pub fn from_checkpoint(spec: TrainingRunSpec, bytes: &[u8]) -> Result<Self> {
         let ckpt = Checkpoint::from_bytes(bytes).context("the run's checkpoint")?;
-        let model = spec.model_config()?;
-        if ckpt.model != model {
+        let plan = RunPlan::new(spec)?;
+        if ckpt.model != *plan.tensors().model() {
             bail!("the checkpoint's model differs from the run's");
         }
-        let llama = Llama::new(model, spec.seed, Device::Cpu)?;
-        Self::build(spec, llama, ckpt.params, ckpt.round, ckpt.outer_momentum)
+        let model = model::build(plan.tensors(), plan.spec().seed, Device::Cpu)?;
+        Self::build(plan, model, ckpt.params, ckpt.round, ckpt.outer_momentum)
     }
 
     fn build(
-        spec: TrainingRunSpec,
-        llama: Llama,
+        plan: RunPlan,
+        model: Box<dyn model::Model>,
         theta: Vec<Vec<f32>>,
         version: u64,
         momentum: Vec<Vec<f32>>,
     ) -> Result<Self> {
-        let model = *llama.config();
-        let specs = llama.params().specs().to_vec();
-        let shapes = codec_shapes(&specs)?;
-        let codec = tributary_proto::convert::codec_params(&spec.compression)?;
+        let spec = plan.spec();
         let sizes: Vec<usize> = theta.iter().map(Vec::len).collect();
         let mut outer = OuterStep::new(spec.outer_optimizer.clone(), &sizes);
         if !momentum.is_empty() {
             outer.set_momentum(momentum)?;
         }
-        let decay = spec.total_rounds()?.unwrap_or(1) * u64::from(spec.inner_steps());
         let inner = InnerLoop::new(
-            llama,
+            model,
             spec.inner_optimizer.clone(),
-            decay,
+            plan.inner_decay_steps(),
             spec.participation.max_peers,
         );
+        let vocab = plan.tensors().model().vocab;
         let (source, language): (Box<dyn TokenSource>, Option<Language>) = match &spec.data.source {
             DataSource::Embedded(e) => {
-                let mut cfg = LanguageConfig::calibrated(e.seed.unwrap_or(spec.seed), model.vocab);
+                let mut cfg = LanguageConfig::calibrated(e.seed.unwrap_or(spec.seed), vocab);
                 if let Some(states) = e.states {
                     cfg.states = states;
                 }
@@ -109,25 +98,20 @@ impl PeerState {
                     .path
                     .as_deref()
                     .context("data.source.shards.path is required on a peer")?;
+                let schedule = plan.data();
                 let set = ShardSet::open(dir, &s.glob)?
-                    .with_schedule(spec.participation.admitted_peers(), spec.inner_steps())?;
+                    .with_schedule(schedule.slots, schedule.inner_steps)?;
                 (Box::new(set), None)
             }
         };
-        if source.vocab() > model.vocab {
+        if source.vocab() > vocab {
             bail!(
-                "the data's vocabulary ({}) exceeds the model's ({})",
+                "the data's vocabulary ({}) exceeds the model's ({vocab})",
                 source.vocab(),
-                model.vocab
             );
         }
-        let seq_len = spec.sequence_length()? as usize;
         Ok(Self {
             efs: sizes.iter().map(|n| ErrorFeedback::zeros(*n)).collect(),
-            model,
-            specs,
-            codec,
-            shapes,
             theta,
             version,
             outer,
@@ -136,72 +120,68 @@ impl PeerState {
             language,
             sent: Contribution::default(),
             pending: None,
-            seq_len,
-            spec,
+            plan,
         })
     }
 
+    pub fn plan(&self) -> &RunPlan {
+        &self.plan
+    }
+
+    pub fn spec(&self) -> &TrainingRunSpec {
+        self.plan.spec()
+    }
+
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.specs, &self.theta)
+        fingerprint(self.plan.tensors().layout(), &self.theta)
     }
 
     /// H inner steps from θ on this peer's assignment for `round` (its `slot` among the
     /// round's members), then the compressed pseudo-gradient through error feedback.
     pub fn train(&mut self, round: u64, slot: u32) -> Result<Trained> {
         self.restore_pending();
-        // With lookahead the peer trains from where its unsent updates lead (docs/training.md).
-        let start = self
-            .spec
+        let lookahead = self
+            .spec()
             .compression
             .error_feedback_lookahead
-            .then(|| lookahead_start(&self.theta, &self.efs, self.outer.lr_at(round) as f32));
-        let start = start.as_ref().unwrap_or(&self.theta);
-        self.inner.model.params_mut().load(start)?;
-        let h = self.spec.inner_steps();
-        let (sequences, micro) = (
-            self.spec.data.batch_size as usize,
-            self.spec.data.gradient_accumulation.max(1) as usize,
-        );
-        let mut loss = 0.0;
-        for step in 0..h {
-            let id = StreamId {
-                seed: self.spec.seed,
-                peer: slot,
-                round,
-                step,
-            };
-            let batch = self.source.batch(id, sequences, self.seq_len)?;
-            loss += self.inner.step(&batch, micro)?;
-        }
-        let local = self.inner.model.params().to_vecs()?;
-        let delta = pseudo_gradient(start, &local);
-        let slices: Vec<&[f32]> = delta.iter().map(Vec::as_slice).collect();
-        compress_contribution_into(
+            .then(|| self.outer.lr_at(round) as f32);
+        let start = round_start(&self.theta, &self.efs, lookahead);
+        let data = *self.plan.data();
+        let source = &self.source;
+        let trained = local_round(
+            &mut self.inner,
+            &start,
+            data.inner_steps,
+            data.micro_batches as usize,
+            |step| {
+                let id = StreamId {
+                    seed: data.seed,
+                    peer: slot,
+                    round,
+                    step,
+                };
+                Ok(source.batch(id, data.sequences as usize, data.seq_len as usize)?)
+            },
+        )?;
+        compress_round(
             &mut self.efs,
-            &slices,
-            &self.shapes,
-            &self.codec,
+            &trained.delta,
+            self.plan.tensors(),
             &mut self.sent,
         )?;
         let payload = encode(&self.sent)?;
         self.pending = Some(round);
         Ok(Trained {
             payload,
-            mean_loss: loss / f64::from(h.max(1)),
-            tokens: u64::from(h) * (sequences * self.seq_len) as u64,
+            mean_loss: trained.loss_sum() / f64::from(data.inner_steps.max(1)),
+            tokens: data.tokens_per_round(),
         })
     }
 
     /// Applies the published aggregate of `round` (version + 1). `included`: whether this
     /// peer's update is in it.
     pub fn apply_aggregate(&mut self, round: u64, blob: &[u8], included: bool) -> Result<()> {
-        let limits = DecodeLimits {
-            max_tensors: self.shapes.len() as u64,
-            max_total_elements: self.shapes.iter().map(TensorShape::numel).sum(),
-            expected_params: None,
-            expected_shapes: Some(self.shapes.clone()),
-        };
-        let aggregate = decode_aggregate(blob, &limits)
+        let aggregate = decode_aggregate(blob, &self.plan.tensors().aggregate_limits())
             .with_context(|| format!("the aggregate of round {round}"))?;
         let dense: Vec<Vec<f32>> = aggregate.tensors.iter().map(|t| t.to_dense()).collect();
         self.outer.apply(&mut self.theta, &dense, round)?;
@@ -236,10 +216,11 @@ impl PeerState {
         let Some(lang) = &self.language else {
             return Ok(None);
         };
+        let data = self.plan.data();
         let eval: Batch = lang.batch(
-            StreamId::held_out(self.spec.seed, 0),
+            StreamId::held_out(data.seed, 0),
             EVAL_SEQUENCES,
-            self.seq_len,
+            data.seq_len as usize,
         )?;
         let floor = lang.floor_nats(&eval)?;
         self.inner.model.params_mut().load(&self.theta)?;
@@ -248,13 +229,13 @@ impl PeerState {
 
     /// The shared state as a checkpoint: θ and outer momentum (error feedback is private).
     pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+        let t = self.plan.tensors();
         Checkpoint {
             round: self.version,
-            model: self.model,
-            specs: self.specs.clone(),
+            model: *t.model(),
+            specs: t.layout().to_vec(),
             params: self.theta.clone(),
             outer_momentum: self.outer.momentum().to_vec(),
-            error_feedback: Vec::new(),
         }
         .to_bytes()
     }
@@ -290,7 +271,7 @@ mod tests {
                 .iter()
                 .any(|e| e.as_slice().iter().any(|x| *x != 0.0))
         );
-        let start = lookahead_start(&on.theta, &on.efs, on.outer.lr_at(1) as f32);
+        let start = crate::train::lookahead_start(&on.theta, &on.efs, on.outer.lr_at(1) as f32);
         assert_ne!(start, on.theta);
         let second = (on.train(1, 0).unwrap(), off.train(1, 0).unwrap());
         assert_ne!(

@@ -8,13 +8,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use tributary_codec::{CodecParams, ErrorFeedback, QuantMode, compress_contribution, encode};
-use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer};
+use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer, TensorPlan};
 use tributary_data::synthetic::LanguageConfig;
 
 use super::config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
 use super::plot::{XAxis, loss_plot};
 use super::report::RunReport;
-use crate::model::{codec_shapes, param_specs};
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -116,10 +115,7 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
     // Large-H DiLoCo: as many dense rounds as fit in 10× SparseLoCo-1/64's bytes (at least one).
     let steps = b.steps();
     let sparse_bytes = steps.div_ceil(u64::from(SPARSE_H)) * sparse_round_bytes(&b)?;
-    let numel: u64 = param_specs(&b.model)?
-        .iter()
-        .map(|s| s.numel() as u64)
-        .sum();
+    let numel = TensorPlan::new(b.model, b.codec)?.numel();
     let large_rounds = (10 * sparse_bytes / (4 * numel)).max(1);
     let large_h = steps.div_ceil(large_rounds).max(1);
     let ddp = SimConfig {
@@ -192,10 +188,10 @@ fn replicated(cfg: &SimConfig, count: u32) -> Vec<SimConfig> {
 /// Encoded bytes of one `tiny` contribution under `cfg.codec`. The wire size depends only on the
 /// shapes and k (Elias–Fano positions, fixed-width codes), so any pseudo-gradient measures it.
 fn sparse_round_bytes(cfg: &SimConfig) -> Result<u64> {
-    let specs = param_specs(&cfg.model)?;
-    let shapes = codec_shapes(&specs)?;
+    let plan = TensorPlan::new(cfg.model, cfg.codec)?;
     let mut x = 0x2545_f491_4f6c_dd1du64;
-    let deltas: Vec<Vec<f32>> = specs
+    let deltas: Vec<Vec<f32>> = plan
+        .layout()
         .iter()
         .map(|s| {
             (0..s.numel())
@@ -213,7 +209,7 @@ fn sparse_round_bytes(cfg: &SimConfig) -> Result<u64> {
         .map(|d| ErrorFeedback::zeros(d.len()))
         .collect();
     let slices: Vec<&[f32]> = deltas.iter().map(Vec::as_slice).collect();
-    let c = compress_contribution(&mut efs, &slices, &shapes, &cfg.codec)?;
+    let c = compress_contribution(&mut efs, &slices, plan.shapes(), plan.codec())?;
     Ok(encode(&c)?.len() as u64)
 }
 

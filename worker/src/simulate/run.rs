@@ -5,16 +5,16 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use tch::Device;
 use tributary_codec::{
-    AggregationRule, Aggregator, Contribution, DecodeLimits, ErrorFeedback, TensorShape,
-    compress_contribution_into, decode, encode, production_wire_bytes,
+    AggregationRule, Aggregator, Contribution, ErrorFeedback, decode, encode, production_wire_bytes,
 };
+use tributary_crds::TensorPlan;
 use tributary_data::synthetic::Language;
 use tributary_data::{Batch, StreamId, TokenSource};
 
 use super::config::{SimConfig, Strategy, WireFormat};
 use super::report::{Point, RunReport};
-use crate::model::{Llama, codec_shapes, fingerprint};
-use crate::train::{InnerLoop, OuterStep, lookahead_start, pseudo_gradient};
+use crate::model::{self, fingerprint};
+use crate::train::{InnerLoop, OuterStep, compress_round, local_round, round_start};
 
 /// Runs `cfg` to its token budget, calling `on_point` at each evaluation.
 pub fn simulate(cfg: &SimConfig, mut on_point: impl FnMut(&Point)) -> Result<RunReport> {
@@ -83,7 +83,7 @@ struct Sim<'a> {
     efs: Vec<Vec<ErrorFeedback>>,
     /// The contribution being sent; its buffers are reused by every peer and round.
     sent: Contribution,
-    shapes: Vec<TensorShape>,
+    plan: TensorPlan,
     numel: usize,
     bytes_per_peer: u64,
     round: u64,
@@ -96,15 +96,15 @@ impl<'a> Sim<'a> {
             Strategy::Ddp => (1, 1),
             _ => (cfg.peers as usize, cfg.peers),
         };
+        let plan = TensorPlan::new(cfg.model, cfg.codec)?;
         let peers = (0..replicas)
             .map(|_| {
-                Llama::new(cfg.model, cfg.train_seed(), Device::Cpu)
+                model::build(&plan, cfg.train_seed(), Device::Cpu)
                     .map(|m| InnerLoop::new(m, cfg.inner.clone(), cfg.steps(), aggregated))
             })
             .collect::<Result<Vec<_>>>()?;
         let theta = peers[0].model.params().to_vecs()?;
         let sizes: Vec<usize> = theta.iter().map(Vec::len).collect();
-        let shapes = codec_shapes(peers[0].model.params().specs())?;
         let efs = (0..cfg.peers)
             .map(|_| sizes.iter().map(|n| ErrorFeedback::zeros(*n)).collect())
             .collect();
@@ -117,7 +117,7 @@ impl<'a> Sim<'a> {
             theta,
             efs,
             sent: Contribution::default(),
-            shapes,
+            plan,
             numel: sizes.iter().sum(),
             bytes_per_peer: 0,
             round: 0,
@@ -165,25 +165,24 @@ impl<'a> Sim<'a> {
     fn round(&mut self, span: u64) -> Result<f64> {
         let mut deltas = Vec::with_capacity(self.peers.len());
         let mut loss = 0.0;
-        let lookahead = self.cfg.lookahead && self.cfg.strategy == Strategy::Sparseloco;
-        let alpha = self.outer.lr_at(self.round) as f32;
+        let lookahead = (self.cfg.lookahead && self.cfg.strategy == Strategy::Sparseloco)
+            .then(|| self.outer.lr_at(self.round) as f32);
+        let (cfg, language, round) = (self.cfg, self.language, self.round);
         for (p, peer) in self.peers.iter_mut().enumerate() {
-            let start = lookahead.then(|| lookahead_start(&self.theta, &self.efs[p], alpha));
-            let start = start.as_ref().unwrap_or(&self.theta);
-            peer.model.params_mut().load(start)?;
-            for h in 0..span as u32 {
+            let start = round_start(&self.theta, &self.efs[p], lookahead);
+            let trained = local_round(peer, &start, span as u32, 1, |step| {
                 let id = StreamId {
-                    seed: self.cfg.train_seed(),
+                    seed: cfg.train_seed(),
                     peer: p as u32,
-                    round: self.round,
-                    step: h,
+                    round,
+                    step,
                 };
-                let b =
-                    self.language
-                        .batch(id, self.cfg.batch as usize, self.cfg.seq_len as usize)?;
-                loss += peer.step(&b, 1)?;
+                Ok(language.batch(id, cfg.batch as usize, cfg.seq_len as usize)?)
+            })?;
+            for l in &trained.losses {
+                loss += l;
             }
-            deltas.push(pseudo_gradient(start, &peer.model.params().to_vecs()?));
+            deltas.push(trained.delta);
         }
         let aggregate = match self.cfg.strategy {
             Strategy::Sparseloco => self.sparse_aggregate(&deltas)?,
@@ -202,17 +201,10 @@ impl<'a> Sim<'a> {
     fn sparse_aggregate(&mut self, deltas: &[Vec<Vec<f32>>]) -> Result<Vec<Vec<f32>>> {
         let mut received = Vec::with_capacity(deltas.len());
         let mut sent = 0u64;
-        let limits = DecodeLimits::default();
+        let limits = self.plan.update_limits();
         for (p, delta) in deltas.iter().enumerate() {
-            let slices: Vec<&[f32]> = delta.iter().map(Vec::as_slice).collect();
             let c = &mut self.sent;
-            compress_contribution_into(
-                &mut self.efs[p],
-                &slices,
-                &self.shapes,
-                &self.cfg.codec,
-                c,
-            )?;
+            compress_round(&mut self.efs[p], delta, &self.plan, c)?;
             let bytes = encode(c)?;
             sent += match self.cfg.wire {
                 WireFormat::Tributary => bytes.len() as u64,
@@ -251,7 +243,7 @@ impl<'a> Sim<'a> {
     }
 
     fn fingerprint(&self) -> Result<String> {
-        let specs = self.peers[0].model.params().specs();
+        let specs = self.plan.layout();
         Ok(match self.cfg.strategy {
             Strategy::Ddp => fingerprint(specs, &self.peers[0].model.params().to_vecs()?),
             _ => fingerprint(specs, &self.theta),

@@ -7,7 +7,7 @@ use tributary_crds::InnerOptimizer;
 use tributary_data::Batch;
 
 use super::adamw::{AdamW, AdamWConfig, HalfGradient};
-use crate::model::Llama;
+use crate::model::Model;
 
 /// Token rows `[sequences, len + 1]` as an i64 tensor on `device`; rejects ids ≥ `vocab`.
 pub fn batch_tensor(batch: &Batch, vocab: u32, device: Device) -> Result<Tensor> {
@@ -22,7 +22,7 @@ pub fn batch_tensor(batch: &Batch, vocab: u32, device: Device) -> Result<Tensor>
 
 /// One peer's model and inner optimizer.
 pub struct InnerLoop {
-    pub model: Llama,
+    pub model: Box<dyn Model>,
     opt: AdamW,
     schedule: InnerOptimizer,
     /// Steps over which the cosine decays (the run's total inner steps when not set).
@@ -32,7 +32,12 @@ pub struct InnerLoop {
 impl InnerLoop {
     /// `aggregated`: the peers whose pseudo-gradients a round averages (1 for data-parallel
     /// training), the second moment's default `secondMomentPeers`.
-    pub fn new(model: Llama, schedule: InnerOptimizer, decay_steps: u64, aggregated: u32) -> Self {
+    pub fn new(
+        model: Box<dyn Model>,
+        schedule: InnerOptimizer,
+        decay_steps: u64,
+        aggregated: u32,
+    ) -> Self {
         let opt = AdamW::new(AdamWConfig::new(&schedule, aggregated), model.params());
         Self {
             model,
@@ -63,7 +68,7 @@ impl InnerLoop {
             micro.clamp(1, batch.sequences.max(1))
         };
         let mut half = None;
-        let rows = batch_tensor(batch, self.model.config().vocab, self.model.device())?;
+        let rows = batch_tensor(batch, self.model.vocab(), self.model.device())?;
         self.model.params_mut().zero_grad();
         let mut total = 0.0;
         let n = batch.sequences as i64;
@@ -100,7 +105,7 @@ impl InnerLoop {
 
     /// Mean loss on `batch` without gradients.
     pub fn evaluate(&self, batch: &Batch) -> Result<f64> {
-        let rows = batch_tensor(batch, self.model.config().vocab, self.model.device())?;
+        let rows = batch_tensor(batch, self.model.vocab(), self.model.device())?;
         Ok(tch::no_grad(|| self.model.loss(&rows))
             .to_kind(Kind::Double)
             .f_double_value(&[])?)

@@ -4,8 +4,10 @@ mod adamw;
 mod inner;
 mod lookahead;
 mod outer;
+mod round;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use inner::{InnerLoop, batch_tensor};
 pub use lookahead::lookahead_start;
 pub use outer::{OuterStep, pseudo_gradient};
+pub use round::{LocalRound, compress_round, local_round, round_start};
