@@ -340,7 +340,10 @@ impl ModelConfig {
                 self.kv_heads, self.heads
             ));
         }
-        if self.heads > 0 && !self.head_dim().is_multiple_of(2) {
+        if self.heads > 0
+            && self.hidden.is_multiple_of(self.heads)
+            && !self.head_dim().is_multiple_of(2)
+        {
             broken.push(format!(
                 "head dim {} (hidden / heads) must be even for rotary embeddings",
                 self.head_dim()

@@ -136,7 +136,7 @@ impl PeerKit {
         let id = Identity::from_seed(seed);
         let payload = encode(&contribution(
             i as u64 + 1,
-            &run.plan.tensors().shapes(),
+            run.plan.tensors().shapes(),
             run.plan.tensors().codec(),
         ))
         .expect("encoding");
@@ -425,7 +425,7 @@ async fn submit(
         run_id: ctx.run_id.clone(),
         round,
         peer_id: kit.peer_id.clone(),
-        codec: Some(ctx.wire_codec.clone()),
+        codec: Some(ctx.wire_codec),
         payload_bytes: kit.payload.len() as u64,
         payload_sha256: kit.sha.clone(),
         inner_loss: 3.0,
@@ -632,7 +632,7 @@ fn main() {
     let ctx = Arc::new(Ctx {
         url: format!("http://{addr}"),
         run_id: RUN_ID.to_owned(),
-        wire_codec: run.wire_codec.clone(),
+        wire_codec: run.wire_codec,
         rounds: s.rounds,
         stats: Stats {
             start: Instant::now(),

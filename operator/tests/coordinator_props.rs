@@ -228,7 +228,7 @@ impl History {
                             *counts.entry(d).or_default() += 1;
                         }
                     }
-                    let best = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+                    let best = counts.values().copied().max().unwrap_or(0);
                     let winners: Vec<_> = counts.iter().filter(|(_, n)| **n == best).collect();
                     prop_assert!(best >= RESYNC_QUORUM, "resync without a quorum");
                     prop_assert_eq!(winners.len(), 1, "resync on a tie");

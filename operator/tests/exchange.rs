@@ -131,7 +131,7 @@ fn header(id: &Identity, run: &RunConfig, round: u64, payload: &[u8]) -> UpdateH
             run_id: RUN.into(),
             round,
             peer_id: id.peer_id(),
-            codec: Some(run.wire_codec.clone()),
+            codec: Some(run.wire_codec),
             payload_bytes: payload.len() as u64,
             payload_sha256: identity::sha256(payload).to_vec(),
             inner_loss: 3.0,
@@ -506,7 +506,7 @@ async fn a_divergent_fingerprint_is_told_to_resync_across_a_restart() {
         model_version: version,
         parameter_fingerprint: fp.to_vec(),
     };
-    let mut told = |r: tonic::Response<HeartbeatResponse>| r.into_inner().resync_required;
+    let told = |r: tonic::Response<HeartbeatResponse>| r.into_inner().resync_required;
     assert!(!told(
         c.heartbeat(beat(&peers[0], 0, b"good")).await.unwrap()
     ));

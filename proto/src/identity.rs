@@ -173,7 +173,7 @@ pub fn join_message(run_id: &str, public_key: &[u8], unix_millis: u64) -> Vec<u8
 /// hash, its reported loss and tokens), so nothing in a header can be changed or replayed into
 /// another run, round or codec without the key.
 pub fn update_message(h: &UpdateHeader) -> Vec<u8> {
-    let codec = h.codec.clone().unwrap_or_default();
+    let codec = h.codec.unwrap_or_default();
     let version = h.version.unwrap_or_default();
     Canonical::new("tributary-update-v2")
         .u64(u64::from(version.major))

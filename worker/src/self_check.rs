@@ -8,18 +8,18 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 /// The libtorch version the binary was built against (from torch's version.py, at build time).
-pub const LIBTORCH_VERSION: &str = env!("TRIBUTARY_LIBTORCH_VERSION");
+pub(crate) const LIBTORCH_VERSION: &str = env!("TRIBUTARY_LIBTORCH_VERSION");
 
 /// Result of one AdamW step on one device.
 #[derive(Debug, Clone, Serialize)]
-pub struct StepCheck {
+pub(crate) struct StepCheck {
     pub device: String,
     pub loss_before: f64,
     pub loss_after: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct SelfCheckReport {
+pub(crate) struct SelfCheckReport {
     pub libtorch_version: &'static str,
     /// The libtorch shared library this process actually loaded (from /proc/self/maps).
     pub libtorch_loaded_from: Option<String>,
@@ -32,7 +32,7 @@ pub struct SelfCheckReport {
 }
 
 /// Runs the checks; fails if any step does not lower the loss.
-pub fn run() -> anyhow::Result<SelfCheckReport> {
+pub(crate) fn run() -> anyhow::Result<SelfCheckReport> {
     let cuda_available = tch::Cuda::is_available();
     let cuda_devices = if cuda_available {
         tch::Cuda::device_count()
@@ -89,7 +89,7 @@ fn loaded_library(file_name: &str) -> Option<String> {
 }
 
 impl SelfCheckReport {
-    pub fn to_json(&self) -> anyhow::Result<String> {
+    pub(crate) fn to_json(&self) -> anyhow::Result<String> {
         Ok(serde_json::to_string_pretty(self)?)
     }
 }

@@ -22,21 +22,21 @@ use sha2::{Digest, Sha256};
 use tributary_crds::{Contributor, Exposure, TrainingRun};
 
 /// Label every object we create carries; owned-object watches select on it.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tributary-operator");
-pub const RUN_LABEL: &str = "tributary.dev/run";
-pub const CONTRIBUTOR_LABEL: &str = "tributary.dev/contributor";
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub(super) const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tributary-operator");
+pub(super) const RUN_LABEL: &str = "tributary.dev/run";
+pub(super) const CONTRIBUTOR_LABEL: &str = "tributary.dev/contributor";
+pub(super) const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Pod annotation holding the SHA-256 of the run's config, so a config change rolls the pod.
-pub const CONFIG_HASH: &str = "tributary.dev/config-sha256";
+pub(super) const CONFIG_HASH: &str = "tributary.dev/config-sha256";
 
-pub const CONFIG_DIR: &str = "/etc/tributary";
-pub const RUN_FILE: &str = "run.yaml";
-pub const DATA_DIR: &str = "/var/lib/tributary";
-pub const KEYS_DIR: &str = "/var/run/tributary/keys";
-pub const GPU: &str = "nvidia.com/gpu";
+pub(super) const CONFIG_DIR: &str = "/etc/tributary";
+pub(super) const RUN_FILE: &str = "run.yaml";
+pub(super) const DATA_DIR: &str = "/var/lib/tributary";
+pub(super) const KEYS_DIR: &str = "/var/run/tributary/keys";
+pub(super) const GPU: &str = "nvidia.com/gpu";
 /// The non-root user our images run as; volumes are group-owned by it so the key files
 /// (mode 0400) and the coordinator's store are readable and writable without root.
-pub const IMAGE_USER: i64 = 65532;
+pub(super) const IMAGE_USER: i64 = 65532;
 
 fn pod_security() -> PodSecurityContext {
     PodSecurityContext {
@@ -56,18 +56,18 @@ pub struct Images {
 }
 
 /// Names of a run's children.
-pub fn config_map_name(run: &str) -> String {
+pub(super) fn config_map_name(run: &str) -> String {
     format!("{run}-run")
 }
-pub fn coordinator_name(run: &str) -> String {
+pub(super) fn coordinator_name(run: &str) -> String {
     format!("{run}-coordinator")
 }
-pub fn keys_secret_name(contributor: &str) -> String {
+pub(super) fn keys_secret_name(contributor: &str) -> String {
     format!("{contributor}-keys")
 }
 
 /// In-cluster address of a run's coordinator (`host:port`).
-pub fn coordinator_endpoint(run: &TrainingRun) -> String {
+pub(super) fn coordinator_endpoint(run: &TrainingRun) -> String {
     format!(
         "{}.{}.svc:{}",
         coordinator_name(&run.name_any_or_empty()),
@@ -94,7 +94,7 @@ impl<K: Resource> NameOrEmpty for K {
 }
 
 /// The controller owner reference pointing at `owner`.
-pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+pub(super) fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
     owner.controller_owner_ref(&())
 }
 
@@ -180,7 +180,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 }
 
 /// The manifest the coordinator reads: the run as `kubectl apply` would see it, without status.
-pub fn run_manifest(run: &TrainingRun) -> Result<String, serde_yaml::Error> {
+pub(super) fn run_manifest(run: &TrainingRun) -> Result<String, serde_yaml::Error> {
     let manifest = serde_json::json!({
         "apiVersion": "tributary.dev/v1alpha1",
         "kind": "TrainingRun",
@@ -190,7 +190,7 @@ pub fn run_manifest(run: &TrainingRun) -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&manifest)
 }
 
-pub fn config_map(run: &TrainingRun, manifest: &str) -> ConfigMap {
+pub(super) fn config_map(run: &TrainingRun, manifest: &str) -> ConfigMap {
     let name = run.name_any_or_empty();
     ConfigMap {
         metadata: meta(
@@ -204,7 +204,7 @@ pub fn config_map(run: &TrainingRun, manifest: &str) -> ConfigMap {
     }
 }
 
-pub fn coordinator_pvc(run: &TrainingRun) -> PersistentVolumeClaim {
+pub(super) fn coordinator_pvc(run: &TrainingRun) -> PersistentVolumeClaim {
     let name = run.name_any_or_empty();
     let storage = &run.spec.coordinator.storage;
     PersistentVolumeClaim {
@@ -227,11 +227,15 @@ pub fn coordinator_pvc(run: &TrainingRun) -> PersistentVolumeClaim {
     }
 }
 
-pub fn config_hash(manifest: &str) -> String {
+pub(super) fn config_hash(manifest: &str) -> String {
     hex::encode(Sha256::digest(manifest.as_bytes()))
 }
 
-pub fn coordinator_deployment(run: &TrainingRun, images: &Images, manifest: &str) -> Deployment {
+pub(super) fn coordinator_deployment(
+    run: &TrainingRun,
+    images: &Images,
+    manifest: &str,
+) -> Deployment {
     let name = run.name_any_or_empty();
     let coordinator = &run.spec.coordinator;
     let labels = run_labels(&name, "coordinator");
@@ -337,7 +341,7 @@ pub fn coordinator_deployment(run: &TrainingRun, images: &Images, manifest: &str
     }
 }
 
-pub fn coordinator_service(run: &TrainingRun) -> Service {
+pub(super) fn coordinator_service(run: &TrainingRun) -> Service {
     let name = run.name_any_or_empty();
     let port = i32::from(run.spec.coordinator.port);
     let type_ = match run.spec.coordinator.exposure {
@@ -372,14 +376,14 @@ pub fn coordinator_service(run: &TrainingRun) -> Service {
 }
 
 /// Pod names of a Contributor's StatefulSet, in ordinal order.
-pub fn pod_names(contributor: &str, replicas: i32) -> Vec<String> {
+pub(super) fn pod_names(contributor: &str, replicas: i32) -> Vec<String> {
     (0..replicas.max(0))
         .map(|i| format!("{contributor}-{i}"))
         .collect()
 }
 
 /// The Contributor's key Secret holding `keys` (pod name → 64 hex digits of seed).
-pub fn keys_secret(contributor: &Contributor, keys: &BTreeMap<String, String>) -> Secret {
+pub(super) fn keys_secret(contributor: &Contributor, keys: &BTreeMap<String, String>) -> Secret {
     let name = contributor.name_any_or_empty();
     Secret {
         metadata: meta(
@@ -406,12 +410,12 @@ fn contributor_labels(contributor: &Contributor) -> BTreeMap<String, String> {
 }
 
 /// The label selector of a Contributor's pods (its scale subresource reports it).
-pub fn contributor_selector(contributor: &str) -> String {
+pub(super) fn contributor_selector(contributor: &str) -> String {
     format!("{CONTRIBUTOR_LABEL}={contributor}")
 }
 
 /// The worker StatefulSet of an in-cluster Contributor joining `run`.
-pub fn worker_statefulset(
+pub(super) fn worker_statefulset(
     contributor: &Contributor,
     run: &TrainingRun,
     images: &Images,

@@ -17,9 +17,9 @@ use super::children::{self, contributor_selector, keys_secret_name, pod_names};
 use super::keys;
 use super::{CACHES_WAIT, Context, MANAGER, ReconcileError, apply_status};
 
-pub const CONTROLLER: &str = "contributor";
+pub(super) const CONTROLLER: &str = "contributor";
 
-pub async fn reconcile(
+pub(super) async fn reconcile(
     contributor: Arc<Contributor>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {

@@ -9,7 +9,7 @@ use tributary_proto::identity::Identity;
 
 /// The keys a Contributor with `pods` needs, given the Secret's current data: every existing
 /// entry is kept as it is, missing pods get a fresh key. Returns the full set and whether it grew.
-pub fn with_missing(
+pub(super) fn with_missing(
     existing: &BTreeMap<String, ByteString>,
     pods: &[String],
     mut generate: impl FnMut() -> Identity,
@@ -29,7 +29,7 @@ pub fn with_missing(
 }
 
 /// Peer id of each of `pods` whose key is present and well-formed, in pod order.
-pub fn peer_ids(keys: &BTreeMap<String, String>, pods: &[String]) -> Vec<String> {
+pub(super) fn peer_ids(keys: &BTreeMap<String, String>, pods: &[String]) -> Vec<String> {
     pods.iter()
         .filter_map(|pod| keys.get(pod))
         .filter_map(|text| Identity::from_hex(text))
@@ -38,7 +38,10 @@ pub fn peer_ids(keys: &BTreeMap<String, String>, pods: &[String]) -> Vec<String>
 }
 
 /// Peer ids of the keys in a Secret's data (a user's own key Secret included).
-pub fn peer_ids_of_secret(data: &BTreeMap<String, ByteString>, pods: &[String]) -> Vec<String> {
+pub(super) fn peer_ids_of_secret(
+    data: &BTreeMap<String, ByteString>,
+    pods: &[String],
+) -> Vec<String> {
     let keys = data
         .iter()
         .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))

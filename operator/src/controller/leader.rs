@@ -19,13 +19,13 @@ pub struct LeaseSettings {
 }
 
 /// A held lease; renewed in the background until dropped or released.
-pub struct Leadership {
+pub(super) struct Leadership {
     held: watch::Receiver<bool>,
     task: JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
 }
 
 /// Waits until this replica holds the lease.
-pub async fn acquire(
+pub(super) async fn acquire(
     client: Client,
     identity: &str,
     settings: &LeaseSettings,
@@ -59,7 +59,7 @@ pub async fn acquire(
 
 impl Leadership {
     /// Resolves when the lease is lost, saying why.
-    pub async fn lost(&mut self) -> String {
+    pub(super) async fn lost(&mut self) -> String {
         loop {
             if self.held.changed().await.is_err() {
                 return "the lease manager stopped".into();
@@ -71,7 +71,7 @@ impl Leadership {
     }
 
     /// Gives the lease up so a standby takes over at once instead of after it expires.
-    pub async fn release(self) {
+    pub(super) async fn release(self) {
         drop(self.held);
         let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
     }

@@ -8,7 +8,7 @@ use tributary_crds::{Problems, RunPhase, TrainingRunStatus, condition};
 use tributary_proto::v1alpha1::RunStatus;
 
 /// Everything a run's status is computed from.
-pub struct Observed<'a> {
+pub(super) struct Observed<'a> {
     pub generation: Option<i64>,
     /// Problems of the spec itself: the run cannot start.
     pub invalid: &'a Problems,
@@ -29,7 +29,7 @@ pub struct Observed<'a> {
 /// One condition: (type, status, reason, message).
 type Cond = (&'static str, bool, &'static str, String);
 
-pub fn run_status(o: &Observed<'_>) -> TrainingRunStatus {
+pub(super) fn run_status(o: &Observed<'_>) -> TrainingRunStatus {
     let previous_phase = o.previous.and_then(|s| s.phase);
     let (phase, reason, message) = phase(o, previous_phase);
     let spec_valid: Cond = if !o.invalid.is_empty() {
@@ -185,7 +185,7 @@ fn to_condition((type_, ok, reason, message): Cond, o: &Observed<'_>) -> Conditi
 }
 
 /// The phase change worth an Event, if any.
-pub fn transition(
+pub(super) fn transition(
     before: Option<&TrainingRunStatus>,
     after: &TrainingRunStatus,
 ) -> Option<(Option<RunPhase>, RunPhase)> {

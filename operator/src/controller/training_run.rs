@@ -18,9 +18,12 @@ use super::children::{self, RUN_FILE, RUN_LABEL, config_map_name, coordinator_na
 use super::status::{self, Observed};
 use super::{CACHES_WAIT, Context, ReconcileError, apply_status};
 
-pub const CONTROLLER: &str = "trainingrun";
+pub(super) const CONTROLLER: &str = "trainingrun";
 
-pub async fn reconcile(run: Arc<TrainingRun>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub(super) async fn reconcile(
+    run: Arc<TrainingRun>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     if !ctx.caches.ready() {
         return Ok(Action::requeue(CACHES_WAIT));
     }
@@ -132,7 +135,7 @@ async fn coordinator_status(
 }
 
 /// The IP of a pod that is Ready and not being deleted.
-pub fn ready_ip(pod: &Pod) -> Option<String> {
+pub(super) fn ready_ip(pod: &Pod) -> Option<String> {
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
     }

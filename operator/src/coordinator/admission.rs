@@ -13,7 +13,7 @@ use super::run::RunConfig;
 
 /// Why an update is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reject {
+pub(super) enum Reject {
     /// The first message of the stream was not a header.
     HeaderFirst,
     UnsupportedVersion,
@@ -44,7 +44,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub fn label(&self) -> &'static str {
+    pub(super) fn label(&self) -> &'static str {
         match self {
             Self::HeaderFirst => "header-first",
             Self::UnsupportedVersion => "unsupported-version",
@@ -64,7 +64,7 @@ impl Reject {
         }
     }
 
-    pub fn message(&self) -> String {
+    pub(super) fn message(&self) -> String {
         match self {
             Self::Malformed(m) | Self::Check(_, m) => m.clone(),
             Self::BadHeader(why) => (*why).to_owned(),
@@ -76,7 +76,7 @@ impl Reject {
     }
 
     /// The reason as the wire names it.
-    pub fn wire(&self) -> v1alpha1::RejectReason {
+    pub(super) fn wire(&self) -> v1alpha1::RejectReason {
         use v1alpha1::RejectReason as W;
         match self {
             Self::HeaderFirst => W::HeaderFirst,
@@ -100,11 +100,11 @@ impl Reject {
 
 /// Largest inner loss a header may report: far above any language model's loss (ln of a
 /// 262k vocabulary is 12.5), small enough that sums over any number of updates stay finite.
-pub const MAX_INNER_LOSS: f64 = 1e6;
+pub(super) const MAX_INNER_LOSS: f64 = 1e6;
 
 /// Header checks: everything that can be decided before reading the payload. `peer_key` is
 /// the registered public key of the header's peer, if any.
-pub fn check_header(
+pub(super) fn check_header(
     run: &RunConfig,
     header: &UpdateHeader,
     peer_key: Option<&[u8]>,
@@ -144,7 +144,7 @@ pub fn check_header(
 }
 
 /// Payload checks: the bytes are the ones the header declared and signed.
-pub fn check_payload(header: &UpdateHeader, payload: &[u8]) -> Result<(), Reject> {
+pub(super) fn check_payload(header: &UpdateHeader, payload: &[u8]) -> Result<(), Reject> {
     if payload.len() as u64 != header.payload_bytes {
         return Err(Reject::LengthMismatch);
     }
@@ -165,7 +165,7 @@ pub trait ContributionCheck: Send + Sync {
 
 /// Every carried value is finite and the update is not all zeros: a peer that trained sends a
 /// non-zero pseudo-gradient.
-pub struct NonDegenerate;
+pub(super) struct NonDegenerate;
 
 impl ContributionCheck for NonDegenerate {
     fn name(&self) -> &'static str {
@@ -185,7 +185,7 @@ impl ContributionCheck for NonDegenerate {
 }
 
 /// Decodes the payload strictly against the run's codec and shapes, then runs `checks`.
-pub fn check_contribution(
+pub(super) fn check_contribution(
     run: &RunConfig,
     payload: &[u8],
     checks: &[Box<dyn ContributionCheck>],
@@ -201,6 +201,6 @@ pub fn check_contribution(
 }
 
 /// The built-in contribution checks.
-pub fn default_checks() -> Vec<Box<dyn ContributionCheck>> {
+pub(super) fn default_checks() -> Vec<Box<dyn ContributionCheck>> {
     vec![Box::new(NonDegenerate)]
 }

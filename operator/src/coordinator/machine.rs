@@ -221,6 +221,8 @@ impl Coordinator {
                 self.advance(now_ms);
                 self.touch(&peer);
                 if let Some(fingerprint) = fingerprint {
+                    // Judge against members that are still members at this time.
+                    self.expire(&mut out);
                     self.record_fingerprint(peer, fingerprint, &mut out);
                 }
             }
@@ -326,13 +328,13 @@ impl Coordinator {
         }
         let mut counts: BTreeMap<&Vec<u8>, usize> = BTreeMap::new();
         for (other, digest) in at.iter() {
-            if *other != peer {
+            if *other != peer && self.members.contains_key(other) {
                 *counts.entry(digest).or_default() += 1;
             }
         }
         // The most common digest; a tie between digests is no majority.
         let mut ranked: Vec<(usize, &Vec<u8>)> = counts.into_iter().map(|(d, n)| (n, d)).collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
         let majority = match ranked.as_slice() {
             [(n, d), rest @ ..] if *n >= RESYNC_QUORUM && rest.first().is_none_or(|r| r.0 < *n) => {
                 Some(*d)

@@ -23,7 +23,7 @@ use crate::cli::CoordinatorArgs;
 const CLOCK_PERIOD: Duration = Duration::from_millis(200);
 
 /// Reads a TrainingRun manifest: its name and spec.
-pub fn read_manifest(
+pub(super) fn read_manifest(
     path: &std::path::Path,
 ) -> anyhow::Result<(String, tributary_crds::TrainingRunSpec)> {
     let text = std::fs::read_to_string(path)

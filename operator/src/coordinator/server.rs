@@ -537,7 +537,7 @@ fn skipped_record(round: u64, reason: SkipReason, model_version: u64) -> RoundRe
     }
 }
 
-pub fn published_event(r: &RoundRecord) -> RoundEvent {
+pub(super) fn published_event(r: &RoundRecord) -> RoundEvent {
     RoundEvent {
         event: Some(round_event::Event::Published(AggregatePublished {
             round: r.round,
@@ -552,7 +552,7 @@ pub fn published_event(r: &RoundRecord) -> RoundEvent {
     }
 }
 
-pub fn skipped_event(r: &RoundRecord) -> RoundEvent {
+pub(super) fn skipped_event(r: &RoundRecord) -> RoundEvent {
     RoundEvent {
         event: Some(round_event::Event::Skipped(RoundSkipped {
             round: r.round,
@@ -562,7 +562,7 @@ pub fn skipped_event(r: &RoundRecord) -> RoundEvent {
 }
 
 /// A stored skip label as the wire names it (unspecified for a label this build does not know).
-pub fn wire_skip_reason(label: &str) -> tributary_proto::v1alpha1::SkipReason {
+pub(super) fn wire_skip_reason(label: &str) -> tributary_proto::v1alpha1::SkipReason {
     SkipReason::from_label(label).map_or(
         tributary_proto::v1alpha1::SkipReason::Unspecified,
         SkipReason::wire,
@@ -570,7 +570,7 @@ pub fn wire_skip_reason(label: &str) -> tributary_proto::v1alpha1::SkipReason {
 }
 
 /// The event a stored round record announces.
-pub fn history_event(r: &RoundRecord) -> RoundEvent {
+pub(super) fn history_event(r: &RoundRecord) -> RoundEvent {
     if r.published {
         published_event(r)
     } else {

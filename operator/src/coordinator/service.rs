@@ -205,7 +205,7 @@ impl Exchange for ExchangeService {
                 "not a member (expired or never joined): join again",
             ));
         }
-        let fingerprint = (!r.parameter_fingerprint.is_empty()).then(|| Fingerprint {
+        let fingerprint = (!r.parameter_fingerprint.is_empty()).then_some(Fingerprint {
             model_version: r.model_version,
             digest: r.parameter_fingerprint,
         });

@@ -15,8 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{GetStatusRequest, RunStatus};
 
-pub use report::{DevnetReport, write_report};
-pub use run_spec::devnet_run;
+pub(crate) use report::{DevnetReport, write_report};
+pub(crate) use run_spec::devnet_run;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevnetArgs {
@@ -84,7 +84,7 @@ fn stop(child: &mut Child) {
 }
 
 /// The binary `name` next to this executable (both are built into the same directory).
-pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+pub(crate) fn sibling_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let path = exe.with_file_name(name);
     if !path.is_file() {
@@ -105,7 +105,7 @@ fn log_file(path: &Path) -> Result<std::fs::File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
-pub fn run(args: DevnetArgs) -> Result<()> {
+pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     if args.peers == 0 {
         bail!("--peers must be at least 1");
     }

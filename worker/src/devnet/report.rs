@@ -14,7 +14,7 @@ use crate::peer::{LogLine, read_log};
 use crate::simulate::plot::{Series, XAxis, curve_plot};
 
 #[derive(Debug, Serialize)]
-pub struct PeerSummary {
+pub(crate) struct PeerSummary {
     pub name: String,
     pub rounds_applied: u64,
     pub rounds_trained: u64,
@@ -27,7 +27,7 @@ pub struct PeerSummary {
 }
 
 #[derive(Debug, Serialize)]
-pub struct DevnetReport {
+pub(crate) struct DevnetReport {
     pub wall_seconds: f64,
     pub peers: u32,
     pub parameters: u64,
@@ -54,12 +54,12 @@ fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 /// The entropy floor peer 0 logged, once it has.
-pub fn floor_of(log: &Path) -> Option<f64> {
+pub(super) fn floor_of(log: &Path) -> Option<f64> {
     read_log(log).ok()?.iter().find_map(|l| l.floor)
 }
 
 impl DevnetReport {
-    pub fn build(
+    pub(crate) fn build(
         out: &Path,
         peers: u32,
         spec: &TrainingRunSpec,
@@ -126,7 +126,7 @@ impl DevnetReport {
         })
     }
 
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let f = |x: Option<f64>| x.map_or("–".to_owned(), |v| format!("{v:.4}"));
         let mut s = format!(
             "devnet: {} peers, {} aggregates ({} skipped), {} tokens in {:.0} s\n",
@@ -179,7 +179,7 @@ impl DevnetReport {
 }
 
 /// report.md, results.json and loss.svg in `out`.
-pub fn write_report(out: &Path, r: &DevnetReport) -> Result<()> {
+pub(crate) fn write_report(out: &Path, r: &DevnetReport) -> Result<()> {
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(r)?)?;
     std::fs::write(out.join("report.md"), r.markdown())?;
     if let (Some(floor), false) = (r.floor, r.curve.is_empty()) {

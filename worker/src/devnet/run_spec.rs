@@ -12,9 +12,9 @@ use super::DevnetArgs;
 use crate::simulate::{INNER_LR, SPARSE_H, SPARSE_OUTER_LR};
 
 /// Name of the generated run.
-pub const DEVNET_RUN: &str = "devnet";
+pub(super) const DEVNET_RUN: &str = "devnet";
 
-pub fn devnet_run(args: &DevnetArgs) -> Result<(String, TrainingRunSpec)> {
+pub(crate) fn devnet_run(args: &DevnetArgs) -> Result<(String, TrainingRunSpec)> {
     let preset = ModelPreset::ALL
         .into_iter()
         .find(|p| p.name() == args.model)
@@ -88,7 +88,7 @@ struct Metadata<'a> {
 }
 
 /// The run as a TrainingRun manifest (what `kubectl apply` would take).
-pub fn manifest_yaml(name: &str, spec: &TrainingRunSpec) -> Result<String> {
+pub(super) fn manifest_yaml(name: &str, spec: &TrainingRunSpec) -> Result<String> {
     Ok(serde_yaml::to_string(&Manifest {
         api_version: "tributary.dev/v1alpha1",
         kind: "TrainingRun",

@@ -4,13 +4,13 @@
 use tch::{Device, Kind, Tensor};
 
 /// cos and sin tables of shape `[context, head_dim]`.
-pub struct Rope {
+pub(super) struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
-    pub fn new(context: i64, head_dim: i64, theta: f64, device: Device) -> Self {
+    pub(super) fn new(context: i64, head_dim: i64, theta: f64, device: Device) -> Self {
         let half = head_dim / 2;
         // inv_freq[i] = θ^(−2i/d), computed in f64 then rounded once, as transformers does in f32.
         let inv: Vec<f32> = (0..half)
@@ -27,7 +27,7 @@ impl Rope {
     }
 
     /// Rotates `x` of shape `[batch, heads, seq, head_dim]`.
-    pub fn apply(&self, x: &Tensor) -> Tensor {
+    pub(super) fn apply(&self, x: &Tensor) -> Tensor {
         let t = x.size()[2];
         let cos = self.cos.narrow(0, 0, t).to_kind(x.kind());
         let sin = self.sin.narrow(0, 0, t).to_kind(x.kind());

@@ -16,12 +16,12 @@ use tributary_proto::v1alpha1::{
 use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     inner: ExchangeClient<Channel>,
 }
 
 /// What a peer reports with its update.
-pub struct UpdateReport {
+pub(crate) struct UpdateReport {
     pub round: u64,
     /// The version of θ the update was trained from.
     pub model_version: u64,
@@ -30,7 +30,7 @@ pub struct UpdateReport {
 }
 
 impl Client {
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub(crate) async fn connect(url: &str) -> Result<Self> {
         let channel = Endpoint::from_shared(url.to_owned())
             .with_context(|| format!("coordinator address {url:?}"))?
             .connect_timeout(Duration::from_secs(5))
@@ -45,7 +45,7 @@ impl Client {
         })
     }
 
-    pub async fn join(&mut self, id: &Identity, run_id: &str) -> Result<JoinResponse> {
+    pub(crate) async fn join(&mut self, id: &Identity, run_id: &str) -> Result<JoinResponse> {
         let unix_millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -74,7 +74,7 @@ impl Client {
         Ok(response)
     }
 
-    pub async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &mut self,
         peer_id: &str,
         version: u64,
@@ -92,7 +92,7 @@ impl Client {
             .into_inner())
     }
 
-    pub async fn watch(
+    pub(crate) async fn watch(
         &mut self,
         peer_id: &str,
         from_round: u64,
@@ -110,7 +110,7 @@ impl Client {
     }
 
     /// Signs and streams one update: the header, then chunks of at most `CHUNK_BYTES`.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &mut self,
         id: &Identity,
         run_id: &str,
@@ -123,7 +123,7 @@ impl Client {
             run_id: run_id.to_owned(),
             round: report.round,
             peer_id: id.peer_id(),
-            codec: Some(codec.clone()),
+            codec: Some(*codec),
             payload_bytes: payload.len() as u64,
             payload_sha256: identity::sha256(&payload).to_vec(),
             inner_loss: report.inner_loss,
@@ -146,7 +146,7 @@ impl Client {
             .into_inner())
     }
 
-    pub async fn aggregate(&mut self, round: u64, sha256: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) async fn aggregate(&mut self, round: u64, sha256: &[u8]) -> Result<Vec<u8>> {
         let stream = self
             .inner
             .get_aggregate(GetAggregateRequest {
@@ -159,7 +159,7 @@ impl Client {
         download(stream, sha256, &format!("aggregate of round {round}")).await
     }
 
-    pub async fn checkpoint(&mut self, info: &CheckpointInfo) -> Result<Vec<u8>> {
+    pub(crate) async fn checkpoint(&mut self, info: &CheckpointInfo) -> Result<Vec<u8>> {
         let stream = self
             .inner
             .get_checkpoint(GetCheckpointRequest {
@@ -173,7 +173,7 @@ impl Client {
         download(stream, &info.sha256, &what).await
     }
 
-    pub async fn put_checkpoint(
+    pub(crate) async fn put_checkpoint(
         &mut self,
         id: &Identity,
         run_id: &str,

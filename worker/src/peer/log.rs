@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     pub unix_ms: u64,
     pub round: u64,
     /// Model version after applying this round's aggregate.
@@ -35,12 +35,12 @@ pub struct LogLine {
     pub fingerprint: String,
 }
 
-pub struct Log {
+pub(super) struct Log {
     file: std::fs::File,
 }
 
 impl Log {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(super) fn open(path: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -49,7 +49,7 @@ impl Log {
         Ok(Self { file })
     }
 
-    pub fn write(&mut self, line: &LogLine) -> Result<()> {
+    pub(super) fn write(&mut self, line: &LogLine) -> Result<()> {
         let mut text = serde_json::to_string(line)?;
         text.push('\n');
         self.file.write_all(text.as_bytes())?;
@@ -59,7 +59,7 @@ impl Log {
 }
 
 /// Every well-formed line of a peer log; a torn last line (a killed peer) is skipped.
-pub fn read_log(path: &Path) -> Result<Vec<LogLine>> {
+pub(crate) fn read_log(path: &Path) -> Result<Vec<LogLine>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = Vec::new();
     for line in std::io::BufReader::new(file).lines() {

@@ -21,10 +21,10 @@ use tributary_proto::v1alpha1::{
     AggregatePublished, JoinResponse, RejectReason, RoundOpened, round_event,
 };
 
-pub use client::Client;
+pub(crate) use client::Client;
 use client::UpdateReport;
-pub use log::{LogLine, read_log};
-pub use state::PeerState;
+pub(crate) use log::{LogLine, read_log};
+pub(crate) use state::PeerState;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PeerArgs {
@@ -59,7 +59,7 @@ pub struct PeerArgs {
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs the peer until the run's round limit is reached.
-pub async fn run(args: PeerArgs) -> Result<()> {
+pub(crate) async fn run(args: PeerArgs) -> Result<()> {
     tch::set_num_threads(args.threads.max(1) as i32);
     let id = load_or_create_key(&args.key)?;
     info!(peer = %id.peer_id(), coordinator = %args.coordinator, "peer starting");
@@ -80,7 +80,7 @@ pub async fn run(args: PeerArgs) -> Result<()> {
     }
 }
 
-pub fn load_or_create_key(path: &std::path::Path) -> Result<Identity> {
+pub(crate) fn load_or_create_key(path: &std::path::Path) -> Result<Identity> {
     if path.exists() {
         return Ok(Identity::load(path)?);
     }
@@ -141,7 +141,7 @@ async fn session(
 /// The coordinator reported that this peer's parameters differ from the majority's.
 #[derive(Debug, thiserror::Error)]
 #[error("this peer's parameters differ from the majority's; re-syncing from the newest checkpoint")]
-pub struct Diverged;
+pub(crate) struct Diverged;
 
 /// Starting state: the newest checkpoint when there is one, else the seeded initialization.
 async fn sync_start(

@@ -17,13 +17,13 @@ use crate::train::{InnerLoop, OuterStep, compress_round, local_round, round_star
 const EVAL_SEQUENCES: usize = 64;
 
 /// The result of one round's local training.
-pub struct Trained {
+pub(crate) struct Trained {
     pub payload: Vec<u8>,
     pub mean_loss: f64,
     pub tokens: u64,
 }
 
-pub struct PeerState {
+pub(crate) struct PeerState {
     plan: RunPlan,
     /// Global parameters after `version` aggregates.
     pub theta: Vec<Vec<f32>>,
@@ -43,7 +43,7 @@ pub struct PeerState {
 
 impl PeerState {
     /// Fresh state at version 0: the run's seeded initialization, which every peer shares.
-    pub fn new(spec: TrainingRunSpec) -> Result<Self> {
+    pub(crate) fn new(spec: TrainingRunSpec) -> Result<Self> {
         let plan = RunPlan::new(spec)?;
         let model = model::build(plan.tensors(), plan.spec().seed, Device::Cpu)?;
         let theta = model.params().to_vecs()?;
@@ -51,7 +51,7 @@ impl PeerState {
     }
 
     /// State from a downloaded checkpoint (its content hash is verified by `from_bytes`).
-    pub fn from_checkpoint(spec: TrainingRunSpec, bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn from_checkpoint(spec: TrainingRunSpec, bytes: &[u8]) -> Result<Self> {
         let ckpt = Checkpoint::from_bytes(bytes).context("the run's checkpoint")?;
         let plan = RunPlan::new(spec)?;
         if ckpt.model != *plan.tensors().model() {
@@ -124,21 +124,21 @@ impl PeerState {
         })
     }
 
-    pub fn plan(&self) -> &RunPlan {
+    pub(crate) fn plan(&self) -> &RunPlan {
         &self.plan
     }
 
-    pub fn spec(&self) -> &TrainingRunSpec {
+    pub(crate) fn spec(&self) -> &TrainingRunSpec {
         self.plan.spec()
     }
 
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         fingerprint(self.plan.tensors().layout(), &self.theta)
     }
 
     /// H inner steps from θ on this peer's assignment for `round` (its `slot` among the
     /// round's members), then the compressed pseudo-gradient through error feedback.
-    pub fn train(&mut self, round: u64, slot: u32) -> Result<Trained> {
+    pub(crate) fn train(&mut self, round: u64, slot: u32) -> Result<Trained> {
         self.restore_pending();
         let lookahead = self
             .spec()
@@ -180,7 +180,12 @@ impl PeerState {
 
     /// Applies the published aggregate of `round` (version + 1). `included`: whether this
     /// peer's update is in it.
-    pub fn apply_aggregate(&mut self, round: u64, blob: &[u8], included: bool) -> Result<()> {
+    pub(crate) fn apply_aggregate(
+        &mut self,
+        round: u64,
+        blob: &[u8],
+        included: bool,
+    ) -> Result<()> {
         let aggregate = decode_aggregate(blob, &self.plan.tensors().aggregate_limits())
             .with_context(|| format!("the aggregate of round {round}"))?;
         let dense: Vec<Vec<f32>> = aggregate.tensors.iter().map(|t| t.to_dense()).collect();
@@ -194,7 +199,7 @@ impl PeerState {
     }
 
     /// A round ended (published without this peer, or skipped).
-    pub fn end_round(&mut self, round: u64) {
+    pub(crate) fn end_round(&mut self, round: u64) {
         if self.pending.is_some_and(|r| r <= round) {
             self.restore_pending();
         }
@@ -212,7 +217,7 @@ impl PeerState {
     }
 
     /// Held-out loss of θ and the floor on the same tokens (embedded data only).
-    pub fn evaluate(&mut self) -> Result<Option<(f64, f64)>> {
+    pub(crate) fn evaluate(&mut self) -> Result<Option<(f64, f64)>> {
         let Some(lang) = &self.language else {
             return Ok(None);
         };
@@ -228,7 +233,7 @@ impl PeerState {
     }
 
     /// The shared state as a checkpoint: θ and outer momentum (error feedback is private).
-    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+    pub(crate) fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
         let t = self.plan.tensors();
         Checkpoint {
             round: self.version,
@@ -254,6 +259,7 @@ mod tests {
         spec.data.batch_size = 2;
         spec.inner_optimizer.inner_steps = 2;
         spec.compression.error_feedback_lookahead = lookahead;
+        spec.stop.total_rounds = Some(10);
         PeerState::new(spec).unwrap()
     }
 

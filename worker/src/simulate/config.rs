@@ -145,7 +145,7 @@ mod codec_params_serde {
         sparse_one_d: bool,
     }
 
-    pub fn serialize<S: Serializer>(p: &CodecParams, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(p: &CodecParams, s: S) -> Result<S::Ok, S::Error> {
         Plain {
             chunk_side: p.chunk_side,
             k_per_chunk: p.k_per_chunk,
@@ -157,7 +157,7 @@ mod codec_params_serde {
         .serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CodecParams, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CodecParams, D::Error> {
         let p = Plain::deserialize(d)?;
         Ok(CodecParams {
             chunk_side: p.chunk_side,
