@@ -164,6 +164,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         cmd.args(["join", "--coordinator", &url, "--run-id", &run_id])
             .arg("--key")
             .arg(dir.join("key"))
+            .arg("--create-key")
             .arg("--data-dir")
             .arg(&dir)
             .args(["--threads", &args.threads.to_string()])

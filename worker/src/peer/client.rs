@@ -15,6 +15,8 @@ use tributary_proto::v1alpha1::{
 };
 use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
+use super::failure::{self, Failure, Permanent, classify_join};
+
 #[derive(Clone)]
 pub struct Client {
     inner: ExchangeClient<Channel>,
@@ -28,9 +30,14 @@ pub struct UpdateReport {
 }
 
 impl Client {
+    /// Connects; a malformed address is a [`Permanent`] error, an unreachable one is not.
     pub async fn connect(url: &str) -> Result<Self> {
+        failure::check_coordinator_url(url)?;
         let channel = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("coordinator address {url:?}"))?
+            .map_err(|e| Permanent {
+                what: format!("malformed coordinator address {url:?}: {e}"),
+                fix: "give it as http://HOST:PORT",
+            })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_keepalive(Some(Duration::from_secs(20)))
             .connect()
@@ -43,6 +50,7 @@ impl Client {
         })
     }
 
+    /// Joins; a refusal that retrying cannot fix is a [`Permanent`] error.
     pub async fn join(&mut self, id: &Identity, run_id: &str) -> Result<JoinResponse> {
         let unix_millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -60,14 +68,15 @@ impl Client {
                 signature,
             })
             .await
-            .context("join")?
+            .map_err(
+                |status| match classify_join(status.code(), status.message()) {
+                    Failure::Permanent(p) => anyhow::Error::new(p),
+                    Failure::Transient(why) => anyhow::anyhow!("join: {why}"),
+                },
+            )?
             .into_inner();
         if response.peer_id != id.peer_id() {
-            bail!(
-                "the coordinator named this peer {:?}, but its key gives {:?}",
-                response.peer_id,
-                id.peer_id()
-            );
+            return Err(failure::foreign_peer_id(&response.peer_id, &id.peer_id()).into());
         }
         Ok(response)
     }
