@@ -23,6 +23,11 @@ use crate::validation::Problems;
     group = "tributary.dev",
     version = "v1alpha1",
     kind = "Contributor",
+    doc = "A Contributor is a set of workers that train for one TrainingRun: `replicas` worker \
+           pods in this cluster, each with its own peer key (scale with `kubectl scale \
+           contributor NAME --replicas N`), or, with `external`, the record of a peer that \
+           runs elsewhere. Status: ready workers, their peer ids and scores, and the Ready \
+           condition.",
     plural = "contributors",
     singular = "contributor",
     shortname = "contrib",

@@ -176,6 +176,27 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     }
     let row = table.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with(RUN) && row.contains("Running"), "{table}");
+    // The summary condition GitOps tools and `kubectl wait` read, on both kinds.
+    kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("trainingrun/{RUN}"),
+        &format!("contributor/{WORKERS}"),
+        "-n",
+        ns,
+        "--timeout=60s",
+    ])?;
+    for (kind, what) in [
+        ("trainingrun", "A TrainingRun is one"),
+        ("contributor", "A Contributor is a set"),
+        ("trainingrun.spec", "participation"),
+    ] {
+        let explained = kubectl(&["explain", kind])?;
+        assert!(
+            explained.contains(what),
+            "kubectl explain {kind}:\n{explained}"
+        );
+    }
     let described = kubectl(&["describe", "trainingrun", RUN, "-n", ns])?;
     for shown in ["Progressing", "RoundsCompleting", "Events:", "Running"] {
         assert!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -14,6 +14,7 @@ use tributary_crds::{Contributor, ContributorStatus, PeerScore, RunPhase, Traini
 use tributary_proto::identity::{Identity, peer_id};
 
 use super::children::{self, contributor_selector, keys_secret_name, pod_names};
+use super::contributor_status::{self, Observed};
 use super::keys;
 use super::{CACHES_WAIT, Context, MANAGER, ReconcileError, apply_status};
 
@@ -110,19 +111,22 @@ pub async fn reconcile(
         ready_replicas: ready,
         peer_ids,
         scores,
-        conditions: vec![ready_condition(
-            &contributor,
+        conditions: vec![contributor_status::ready_condition(&Observed {
             blocker,
             ready,
             wanted,
-            spec.external.is_some(),
-        )],
+            external: spec.external.is_some(),
+            generation: contributor.metadata.generation,
+            previous: contributor.status.as_ref(),
+            now: Time(Timestamp::now()),
+        })],
         observed_generation: contributor.metadata.generation,
         selector: spec.external.is_none().then(|| contributor_selector(&name)),
     };
     if contributor.status.as_ref() != Some(&status) {
         let api: Api<Contributor> = Api::namespaced(ctx.client.clone(), &ns);
         apply_status(&api, &name, "Contributor", &status).await?;
+        publish_events(&contributor, &ctx, &status).await;
     }
     // Scaling, pod readiness and the run's own changes arrive as watch events; the periodic
     // pass only refreshes scores, so it runs at a sixth of the run-status rate (a 100 × 10
@@ -232,35 +236,12 @@ fn scores(ctx: &Context, ns: &str, run: &str, peers: &[String]) -> Vec<PeerScore
         .collect()
 }
 
-fn ready_condition(
-    contributor: &Contributor,
-    blocker: Option<(&'static str, String)>,
-    ready: i32,
-    wanted: i32,
-    external: bool,
-) -> Condition {
-    let (ok, reason, message) = match blocker {
-        Some((reason, message)) => (false, reason, message),
-        None if external => (true, "External", "a peer outside the cluster".to_owned()),
-        None if ready >= wanted => (true, "AllReady", format!("{ready}/{wanted} workers ready")),
-        None => (false, "Scaling", format!("{ready}/{wanted} workers ready")),
-    };
-    let status = if ok { "True" } else { "False" };
-    let since = contributor
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .filter(|c| c.status == status)
-        .map_or_else(
-            || Time(Timestamp::now()),
-            |c| c.last_transition_time.clone(),
-        );
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        last_transition_time: since,
-        observed_generation: contributor.metadata.generation,
+async fn publish_events(contributor: &Contributor, ctx: &Context, after: &ContributorStatus) {
+    let reference = contributor.object_ref(&());
+    for event in contributor_status::events(contributor.status.as_ref(), after) {
+        // Events are best effort: a failed one must not fail the reconcile.
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(contributor = %contributor.name_any(), "event not recorded: {e}");
+        }
     }
 }

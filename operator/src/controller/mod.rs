@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod children;
 mod contributor;
+mod contributor_status;
 pub mod keys;
 mod leader;
 pub mod metrics;

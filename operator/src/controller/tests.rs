@@ -406,7 +406,7 @@ fn contributor_server(contributor: Value) -> Responder {
                 }
                 (StatusCode::OK, full)
             }
-            ("PATCH", _) => echo(seen),
+            ("PATCH" | "POST", _) => echo(seen),
             _ => not_found(),
         },
     )
@@ -516,12 +516,19 @@ async fn workers_of_a_missing_run_are_scaled_to_zero() {
                 "PATCH",
                 &format!("{OURS}/contributors/tiny-demo-workers/status")
             ),
+            pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
         ]
     );
     let seen = seen.lock().unwrap();
     assert_eq!(seen[2].body, json!({"spec": {"replicas": 0}}));
     let status = &seen[3].body["status"];
     assert_eq!(status["conditions"][0]["reason"], "RunNotFound");
+    let event = &seen[4].body;
+    assert_eq!(
+        (&event["reason"], &event["type"]),
+        (&json!("RunNotFound"), &json!("Warning"))
+    );
+    assert_eq!(event["regarding"]["kind"], "Contributor");
 }
 
 fn as_json<T: Serialize>(object: &T) -> Value {
