@@ -538,3 +538,39 @@ fn values_schema_rejects_wrong_values_with_a_readable_message() {
         );
     }
 }
+
+/// The chart's notes print only commands of the operator guide (which the cluster test runs),
+/// with the guide's release and namespace: the CRD upgrade among them is server-side.
+#[test]
+fn notes_print_the_operator_guides_commands() {
+    let notes =
+        std::fs::read_to_string(repo_root().join("charts/tributary/templates/NOTES.txt")).unwrap();
+    let guide = std::fs::read_to_string(repo_root().join("docs/operator-guide.md")).unwrap();
+    let commands: Vec<String> = notes
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("kubectl "))
+        .map(|l| {
+            l.replace("{{ $ns }}", "")
+                .replace("{{ .Release.Namespace }}", RELEASE_NAMESPACE)
+                .replace("{{ .Release.Name }}", RELEASE)
+        })
+        .collect();
+    assert!(commands.len() >= 6, "{commands:#?}");
+    for command in &commands {
+        assert!(
+            !command.contains("{{"),
+            "unexpected template action: {command}"
+        );
+        assert!(
+            guide.lines().any(|l| l.trim() == command),
+            "NOTES.txt prints a command the operator guide does not show: {command}"
+        );
+    }
+    assert!(
+        commands.contains(
+            &"kubectl apply --server-side --force-conflicts -f charts/tributary/crds/".to_owned()
+        ),
+        "{commands:#?}"
+    );
+}

@@ -155,6 +155,19 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         "--timeout",
         "120s",
     ])?;
+    let operators = kubectl(&[
+        "get",
+        "pods",
+        "--namespace",
+        system,
+        "-l",
+        &format!("app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"),
+    ])?;
+    assert_eq!(
+        operators.lines().count(),
+        3,
+        "two operator pods:\n{operators}"
+    );
     kubectl(&["apply", "-n", ns, "-f", "examples/trainingrun.yaml"])?;
     kubectl(&["apply", "-n", ns, "-f", "examples/contributor.yaml"])?;
     let runs: Api<TrainingRun> = Api::namespaced(client.clone(), ns);
