@@ -9,4 +9,5 @@ pub mod model;
 pub mod peer;
 pub mod self_check;
 pub mod simulate;
+pub mod status;
 pub mod train;

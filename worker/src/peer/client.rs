@@ -8,10 +8,10 @@ use tonic::transport::{Channel, Endpoint};
 use tributary_proto::identity::{self, Identity};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{
-    CheckpointInfo, CodecParams, GetAggregateRequest, GetCheckpointRequest, HeartbeatRequest,
-    HeartbeatResponse, JoinRequest, JoinResponse, PutCheckpointHeader, PutCheckpointMessage,
-    RoundEvent, SubmitUpdateMessage, SubmitUpdateResponse, UpdateHeader, WatchRoundsRequest,
-    put_checkpoint_message, submit_update_message,
+    CheckpointInfo, CodecParams, GetAggregateRequest, GetCheckpointRequest, GetStatusRequest,
+    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, PutCheckpointHeader,
+    PutCheckpointMessage, RoundEvent, RunStatus, SubmitUpdateMessage, SubmitUpdateResponse,
+    UpdateHeader, WatchRoundsRequest, put_checkpoint_message, submit_update_message,
 };
 use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
@@ -79,6 +79,16 @@ impl Client {
             return Err(failure::foreign_peer_id(&response.peer_id, &id.peer_id()).into());
         }
         Ok(response)
+    }
+
+    /// The run's status (`GetStatus`), with the newest round of its history.
+    pub async fn status(&mut self) -> Result<RunStatus> {
+        Ok(self
+            .inner
+            .get_status(GetStatusRequest { history_limit: 1 })
+            .await
+            .context("asking the coordinator for the run's status")?
+            .into_inner())
     }
 
     pub async fn heartbeat(
