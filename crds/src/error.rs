@@ -14,13 +14,6 @@ pub enum Error {
     /// A document did not parse as YAML into the expected type.
     #[error("YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
-    /// A manifest names fields the types do not have (their paths, e.g. `spec.modle`).
-    #[error(
-        "unknown field{} {} (misspelled? `kubectl explain trainingrun.spec` lists the fields)",
-        if .0.len() == 1 { "" } else { "s" },
-        .0.join(", ")
-    )]
-    UnknownFields(Vec<String>),
     /// A document did not parse as JSON into the expected type.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -34,7 +27,6 @@ impl Error {
             Error::Invalid(_) => "invalid_spec",
             Error::Yaml(_) => "yaml",
             Error::Json(_) => "json",
-            Error::UnknownFields(_) => "unknown_fields",
         }
     }
 }

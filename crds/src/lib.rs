@@ -12,7 +12,6 @@ mod compression;
 mod contributor;
 mod data;
 mod error;
-mod manifest;
 mod model;
 mod optimizer;
 mod participation;
@@ -29,7 +28,6 @@ pub use contributor::{
 };
 pub use data::{DataSource, DataSpec, EmbeddedData, ShardData, TokenDtype};
 pub use error::{Error, Result};
-pub use manifest::training_run_from_yaml;
 pub use model::{ModelConfig, ModelPreset, ModelSpec, ParamSpec};
 pub use optimizer::{InnerOptimizer, OuterKind, OuterLrStep, OuterOptimizer};
 pub use participation::{

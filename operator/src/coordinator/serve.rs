@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
+use tributary_crds::TrainingRun;
 use tributary_proto::MAX_MESSAGE_BYTES;
 use tributary_proto::v1alpha1::exchange_server::ExchangeServer;
 
@@ -27,7 +28,7 @@ pub fn read_manifest(
 ) -> anyhow::Result<(String, tributary_crds::TrainingRunSpec)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the run manifest {}", path.display()))?;
-    let run = tributary_crds::training_run_from_yaml(&text)
+    let run: TrainingRun = serde_yaml::from_str(&text)
         .with_context(|| format!("{} is not a valid TrainingRun", path.display()))?;
     let name = run.metadata.name.clone().unwrap_or_default();
     Ok((name, run.spec))

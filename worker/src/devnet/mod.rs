@@ -117,7 +117,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             std::fs::write(&manifest, &text)?;
-            let run = tributary_crds::training_run_from_yaml(&text)
+            let run: tributary_crds::TrainingRun = serde_yaml::from_str(&text)
                 .with_context(|| format!("{} is not a valid TrainingRun", path.display()))?;
             (run.metadata.name.clone().unwrap_or_default(), run.spec)
         }
@@ -128,8 +128,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
             }
             // A resumed devnet keeps the manifest it started with.
             let text = std::fs::read_to_string(&manifest)?;
-            let run = tributary_crds::training_run_from_yaml(&text)
-                .with_context(|| format!("{} is not a valid TrainingRun", manifest.display()))?;
+            let run: tributary_crds::TrainingRun = serde_yaml::from_str(&text)?;
             (name, run.spec)
         }
     };
