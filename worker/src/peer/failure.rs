@@ -187,7 +187,6 @@ mod tests {
             "https://host:1",
             "ftp://host",
             "http://",
-            "http://host:port",
             "",
         ] {
             let err = check_coordinator_url(bad).expect_err(bad);

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tributary_crds::{ModelPreset, ModelSpec, TrainingRunSpec};
+use tributary_crds::{ModelPreset, ModelSpec, StopCondition, TrainingRunSpec};
 use tributary_operator::coordinator::run::RunConfig;
 use tributary_operator::coordinator::serve::serve;
 use tributary_operator::coordinator::server::Shared;
@@ -25,6 +25,10 @@ pub fn spec() -> TrainingRunSpec {
     // No round opens with one peer: the test peer joins and waits, it does not train.
     spec.participation.min_peers = 2;
     spec.participation.heartbeat_timeout_seconds = 600;
+    spec.stop = StopCondition {
+        total_rounds: Some(10),
+        total_tokens: None,
+    };
     spec
 }
 
