@@ -44,7 +44,7 @@ async fn status_shows_the_run_its_peers_and_this_peers_standing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.starts_with(&format!("run {RUN}: Waiting, round 0, 0 rounds completed")),
+        text.starts_with(&format!("run {RUN}: Waiting, round 0, 0 of 10 rounds completed")),
         "{text}"
     );
     assert!(text.contains("peers: 1 active"), "{text}");
