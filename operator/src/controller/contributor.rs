@@ -14,7 +14,7 @@ use tributary_crds::{Contributor, ContributorStatus, PeerScore, RunPhase, Traini
 use tributary_proto::identity::{Identity, peer_id};
 
 use super::children::{self, contributor_selector, keys_secret_name, pod_names};
-use super::keys;
+use super::keys::{self, KeySecretRefused};
 use super::{CACHES_WAIT, Context, MANAGER, ReconcileError, apply_status};
 
 pub const CONTROLLER: &str = "contributor";
@@ -57,17 +57,20 @@ pub async fn reconcile(
     };
 
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let (peer_ids, ready, replicas) = if let Some(external) = &spec.external {
+    let (peer_ids, ready, replicas, blocker) = if let Some(external) = &spec.external {
         let ids = hex_key(&external.public_key)
             .map(|k| vec![peer_id(&k)])
             .unwrap_or_default();
-        (ids, 0, 0)
+        (ids, 0, 0, blocker)
     } else {
         let pods = pod_names(&name, spec.replicas);
-        let ids = ensure_keys(&contributor, &ctx, &ns, &pods).await?;
+        let (ids, refused) = match ensure_keys(&contributor, &ctx, &ns, &pods).await? {
+            Ok(ids) => (ids, None),
+            Err(refused) => (Vec::new(), Some(refused)),
+        };
         let cached = ctx.caches.statefulsets.get(&ns, &name);
-        let sts = match &run {
-            Some(run) => {
+        let sts = match (&run, &refused) {
+            (Some(run), None) => {
                 let desired = children::worker_statefulset(&contributor, run, &ctx.images, wanted);
                 Some(
                     ctx.caches
@@ -76,8 +79,9 @@ pub async fn reconcile(
                         .await?,
                 )
             }
-            // The run is gone: stop the workers, keep the object for when it returns.
-            None => match cached {
+            // The run is gone, or the keys may not be used: stop the workers, keep the object
+            // for when it is fixed; never create one.
+            _ => match cached {
                 Some(sts) if sts.spec.as_ref().and_then(|s| s.replicas) != Some(0) => {
                     Some(Arc::new(
                         statefulsets
@@ -98,7 +102,12 @@ pub async fn reconcile(
         let observed = sts.as_ref().and_then(|s| s.status.as_ref());
         let ready = observed.and_then(|s| s.ready_replicas).unwrap_or(0);
         let replicas = observed.map_or(0, |s| s.replicas);
-        (ids, ready, replicas)
+        // A spec error says more than a refused Secret; a refused Secret more than the run.
+        let blocker = match refused {
+            Some(r) if invalid.is_empty() => Some((r.reason(), r.to_string())),
+            _ => blocker,
+        };
+        (ids, ready, replicas, blocker)
     };
 
     let scores = match &run {
@@ -172,22 +181,26 @@ async fn adopt(
     Ok(())
 }
 
-/// Makes sure every pod has a key and returns the peer ids, in pod order.
+/// Makes sure every pod has a key and returns the peer ids, in pod order; or why the Secret
+/// the Contributor names may not be used.
 async fn ensure_keys(
     contributor: &Contributor,
     ctx: &Context,
     ns: &str,
     pods: &[String],
-) -> Result<Vec<String>, ReconcileError> {
+) -> Result<Result<Vec<String>, KeySecretRefused>, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     if let Some(own) = &contributor.spec.key_secret_ref {
-        // The user's Secret: read it, never write it.
-        let data = secrets
-            .get_opt(&own.name)
-            .await?
-            .and_then(|s| s.data)
-            .unwrap_or_default();
-        return Ok(keys::peer_ids_of_secret(&data, pods));
+        // The user's Secret: read it, never write it, and use it only when it is meant for us.
+        let Some(secret) = secrets.get_opt(&own.name).await? else {
+            return Ok(Err(KeySecretRefused::NotFound(own.name.clone())));
+        };
+        let uid = contributor.metadata.uid.as_deref();
+        if let Err(refused) = keys::admit_key_secret(&secret, &contributor.name_any(), uid) {
+            return Ok(Err(refused));
+        }
+        let data = secret.data.unwrap_or_default();
+        return Ok(Ok(keys::peer_ids_of_secret(&data, pods)));
     }
     let name = keys_secret_name(&contributor.name_any());
     let mut existing = ctx.caches.secrets.get(ns, &name);
@@ -211,7 +224,7 @@ async fn ensure_keys(
             .apply(&secrets, &children::keys_secret(contributor, &all))
             .await?;
     }
-    Ok(keys::peer_ids(&all, pods))
+    Ok(Ok(keys::peer_ids(&all, pods)))
 }
 
 /// The coordinator's view of these peers (score and exclusion), in the given order, from the
