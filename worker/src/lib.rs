@@ -4,9 +4,11 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod devnet;
+pub mod evidence;
 pub mod export;
 pub mod model;
 pub mod peer;
+pub mod provenance;
 pub mod self_check;
 pub mod simulate;
 pub mod train;

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{GetStatusRequest, RunStatus};
 
-pub use report::{DevnetReport, write_report};
+pub use report::{DevnetReport, write_plot, write_report};
 pub use run_spec::devnet_run;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -193,7 +193,8 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         }
     }
     drop(procs);
-    let report = DevnetReport::build(&args.out, args.peers, &spec, &status, started.elapsed())?;
+    let mut report = DevnetReport::build(&args.out, args.peers, &spec, &status, started.elapsed())?;
+    report.machine = Some(crate::provenance::Machine::current(args.threads));
     write_report(&args.out, &report)?;
     println!("{}", report.summary());
     Ok(())
