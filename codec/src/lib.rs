@@ -16,6 +16,7 @@ mod positions;
 mod quant;
 mod shape;
 mod simd;
+mod similarity;
 mod tensor;
 mod topk;
 mod wire;
@@ -38,6 +39,7 @@ pub use params::{
 };
 pub use quant::{Quant, code_entropy_bits};
 pub use shape::{MAX_NDIM, TensorShape};
+pub use similarity::{Similarity, similarity};
 pub use tensor::{CompressedTensor, Contribution, Payload, SparseTensor};
 pub use wire::{
     DecodeLimits, FORMAT_VERSION, HeaderInfo, MAGIC, decode, encode, encoded_len, inspect,
