@@ -5,6 +5,7 @@
 
 pub mod admission;
 mod event;
+mod gauntlet;
 mod machine;
 mod policy;
 pub mod run;
