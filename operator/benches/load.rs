@@ -573,13 +573,7 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let run = RunConfig::new(RUN_ID, run_spec(&s)).expect("run config");
-    let numel: u64 = run
-        .plan
-        .tensors()
-        .shapes()
-        .iter()
-        .map(TensorShape::numel)
-        .sum();
+    let numel = run.plan.tensors().numel();
     println!(
         "coordinator load: {} peers, {} rounds, `tiny` ({} parameters, {} tensors), update {} bytes, {} cores",
         s.peers,
@@ -774,13 +768,7 @@ fn covenant_sizes(s: &Settings) {
     let mut spec = run_spec(s);
     spec.model = ModelSpec::preset(ModelPreset::Covenant72b);
     let run = RunConfig::new(RUN_ID, spec).expect("covenant-72b run config");
-    let numel: u64 = run
-        .plan
-        .tensors()
-        .shapes()
-        .iter()
-        .map(TensorShape::numel)
-        .sum();
+    let numel = run.plan.tensors().numel();
     println!(
         "covenant-72b: {} parameters in {} tensors, update {} bytes ({:.5} B/param)",
         numel,
@@ -809,13 +797,7 @@ fn aggregation_floor(run: &RunConfig, kits: &[Arc<PeerKit>]) {
         bytes = encode_aggregate(&aggregate).len();
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let numel: u64 = run
-        .plan
-        .tensors()
-        .shapes()
-        .iter()
-        .map(TensorShape::numel)
-        .sum();
+    let numel = run.plan.tensors().numel();
     let peer_params = numel as f64 * kits.len() as f64;
     println!(
         "aggregation floor (same {} updates, no RPC/store): {:.1} ms per round, {:.2} ns per peer-parameter, aggregate {} bytes",
