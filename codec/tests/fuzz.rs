@@ -138,10 +138,9 @@ fn fuzz_decoder_bounded() {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let limits = DecodeLimits::default();
     let (mut ok, mut errs) = (0usize, std::collections::BTreeMap::<&str, usize>::new());
-    let start = std::time::Instant::now();
-    let mut n = 0;
-    while n < 200_000 && start.elapsed().as_secs_f64() < 2.0 {
-        n += 1;
+    // A fixed number of inputs, not a time budget: the same inputs on every machine.
+    let n = 200_000;
+    for _ in 0..n {
         let input = mutate(&mut rng, &seeds);
         let bound = inspect(&input, &limits).map(|i| i.allocation_bound);
         let (res, peak) = peak_of(|| decode(&input, &limits));
@@ -168,7 +167,7 @@ fn fuzz_decoder_bounded() {
         }
     }
     eprintln!("fuzz: {n} inputs, {ok} accepted, rejections {errs:?}");
-    assert!(n >= 10_000 && errs.len() >= 8);
+    assert!(errs.len() >= 8, "too few kinds of rejection: {errs:?}");
 }
 
 #[test]
@@ -214,10 +213,8 @@ fn fuzz_aggregate_decoder_bounded() {
     let mut rng = Rng(0xa66_2e6a_7e00_0001);
     let limits = DecodeLimits::default();
     let (mut ok, mut errs) = (0usize, std::collections::BTreeMap::<&str, usize>::new());
-    let start = std::time::Instant::now();
-    let mut n = 0;
-    while n < 100_000 && start.elapsed().as_secs_f64() < 2.0 {
-        n += 1;
+    let n = 100_000;
+    for _ in 0..n {
         let input = mutate(&mut rng, &seeds);
         let (res, peak) = peak_of(|| decode_aggregate(&input, &limits));
         let allowed = 3 * input.len() + 256 * (input.len() / 9) + 4096;
@@ -235,7 +232,10 @@ fn fuzz_aggregate_decoder_bounded() {
         }
     }
     eprintln!("aggregate fuzz: {n} inputs, {ok} accepted, rejections {errs:?}");
-    assert!(n >= 10_000 && ok > 0 && errs.len() >= 6);
+    assert!(
+        ok > 0 && errs.len() >= 6,
+        "{ok} accepted, rejections {errs:?}"
+    );
 }
 
 #[test]

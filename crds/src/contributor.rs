@@ -23,6 +23,11 @@ use crate::validation::Problems;
     group = "tributary.dev",
     version = "v1alpha1",
     kind = "Contributor",
+    doc = "A Contributor is a set of workers that train for one TrainingRun: `replicas` worker \
+           pods in this cluster, each with its own peer key (scale with `kubectl scale \
+           contributor NAME --replicas N`), or, with `external`, the record of a peer that \
+           runs elsewhere. Status: ready workers, their peer ids and scores, and the Ready \
+           condition.",
     plural = "contributors",
     singular = "contributor",
     shortname = "contrib",
@@ -67,7 +72,10 @@ pub struct ContributorSpec {
     /// Tolerations of the pods (added to the run's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Secret with the workers' ed25519 signing keys; the operator creates one when unset.
+    /// Secret with the workers' ed25519 signing keys (one entry per pod name); the operator
+    /// creates one when unset. A named Secret is used only when it carries the label
+    /// `tributary.dev/peer-keys: <this Contributor's name>` (or the operator minted it for this
+    /// Contributor); otherwise the Contributor runs no pods and its Ready condition says why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_ref: Option<SecretRef>,
     /// A peer outside the cluster: no pods are created, the record names its key.

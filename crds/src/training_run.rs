@@ -23,6 +23,12 @@ use crate::{Error, Result};
     group = "tributary.dev",
     version = "v1alpha1",
     kind = "TrainingRun",
+    doc = "A TrainingRun is one distributed training run with SparseLoCo: the model, its data, \
+           the inner and outer optimizers, the compression of pseudo-gradients, who may take \
+           part, and how the run stops. The operator starts the run's coordinator; workers \
+           (Contributors, or peers outside the cluster) join it, train locally and exchange \
+           compressed updates each round. Status: phase, rounds completed, loss, peers, and \
+           the conditions Ready, SpecValid, CoordinatorReady, Progressing and Degraded.",
     plural = "trainingruns",
     singular = "trainingrun",
     shortname = "tr",
@@ -386,6 +392,9 @@ pub fn is_public_key(key: &str) -> bool {
 
 /// Condition types the operator sets on a TrainingRun.
 pub mod condition {
+    /// The summary that `kubectl wait --for=condition=Ready` and GitOps tools read: the spec is
+    /// accepted and the run trains (or has finished). Computed from the others.
+    pub const READY: &str = "Ready";
     /// The spec passed [`TrainingRunSpec::validate`](super::TrainingRunSpec::validate).
     pub const SPEC_VALID: &str = "SpecValid";
     /// The coordinator is up and reachable.

@@ -63,6 +63,11 @@ pub struct CoordinatorSpec {
     /// The coordinator's volume: its store of rounds, aggregates and checkpoints (ours: 10Gi;
     /// a 72B model's checkpoints need far more).
     pub storage: StorageSpec,
+    /// CPU and memory requests and limits of the coordinator container; unset: the operator's
+    /// default (requests 500m CPU and 1Gi, limit 4Gi of memory). Its peak memory grows with the
+    /// model (about two dense f32 copies while it aggregates): raise the limit for large models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 impl Default for CoordinatorSpec {
@@ -72,6 +77,7 @@ impl Default for CoordinatorSpec {
             exposure: Exposure::None,
             port: 50051,
             storage: StorageSpec::of("10Gi"),
+            resources: None,
         }
     }
 }

@@ -60,3 +60,29 @@ fn generated_yaml_reads_back_as_the_same_crds() {
         );
     }
 }
+
+/// `kubectl explain trainingrun` (and `contributor`) print the schema's top description: it
+/// says what the resource is, not kube-derive's placeholder.
+#[test]
+fn each_crd_says_what_its_resource_is() {
+    let dir = common::repo_root().join("charts/tributary/crds");
+    for (file, kind) in [
+        ("trainingruns.tributary.dev.yaml", "TrainingRun"),
+        ("contributors.tributary.dev.yaml", "Contributor"),
+    ] {
+        let crd: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let description = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            description.starts_with(&format!("A {kind} is ")),
+            "{file}: {description:?}"
+        );
+        assert!(!description.contains("Auto-generated"), "{file}");
+        assert!(
+            description.contains("Ready"),
+            "{file}: names its Ready condition"
+        );
+    }
+}

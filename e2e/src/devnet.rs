@@ -135,6 +135,7 @@ impl Devnet {
             ])
             .arg("--key")
             .arg(dir.join("key"))
+            .arg("--create-key")
             .arg("--data-dir")
             .arg(&dir)
             .args(extra)

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod devnet;
 pub mod kubelet;
+pub mod pod_security;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_e2e::cluster::{helm, repo_root};
+use tributary_e2e::pod_security::{pod_spec, restricted_violations};
 
 const RELEASE: &str = "tributary";
 const RELEASE_NAMESPACE: &str = "tributary-system";
@@ -130,9 +131,9 @@ fn expand(table: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, String, Strin
     out
 }
 
-const READ_WRITE: &[&str] = &[
-    "get", "list", "watch", "create", "patch", "update", "delete",
-];
+/// The operator writes by server-side apply and never deletes: the garbage collector removes a
+/// run's objects through their owner references.
+const READ_WRITE: &[&str] = &["get", "list", "watch", "create", "patch", "update"];
 
 /// The operator contract's least-privilege rules for the objects it reconciles and creates.
 fn contract_workload_grants() -> BTreeSet<(String, String, String)> {
@@ -211,6 +212,8 @@ fn default_args() -> Vec<&'static str> {
         "ghcr.io/tributary-dev/tributary-worker:0.1.0",
         "--metrics-addr",
         "$(POD_IP):9090",
+        "--namespace",
+        RELEASE_NAMESPACE,
     ]
 }
 
@@ -222,7 +225,12 @@ const LEADER_ELECTION_FLAGS: [&str; 3] = [
 
 #[test]
 fn chart_lints_strictly_with_defaults_and_overrides() {
-    for sets in [&[][..], &[OVERRIDES][..]] {
+    for sets in [
+        &[][..],
+        &[OVERRIDES][..],
+        &["clusterWide=true"][..],
+        &[NETWORK_POLICY][..],
+    ] {
         let mut args = vec!["lint", "--strict", "charts/tributary"];
         for set in sets {
             args.extend(["--set", set]);
@@ -302,7 +310,9 @@ fn defaults_run_one_controller_with_the_contract_flags() {
     let account = one(&docs, "ServiceAccount");
     assert_eq!(account["metadata"]["name"], RELEASE);
     assert_eq!(pod["serviceAccountName"], RELEASE);
-    for binding in [one(&docs, "ClusterRoleBinding"), one(&docs, "RoleBinding")] {
+    let bindings = all_of(&docs, "RoleBinding");
+    assert_eq!(bindings.len(), 2, "the workload's and the lease's");
+    for binding in bindings {
         assert_eq!(
             binding["subjects"],
             json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NAMESPACE}])
@@ -315,7 +325,7 @@ fn overrides_run_two_replicas_on_one_namespace_with_otlp() {
     let docs = render(&[OVERRIDES]);
     assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
     let mut expected = default_args();
-    expected.extend(["--namespace", "team-a"]);
+    *expected.last_mut().unwrap() = "team-a";
     assert_eq!(args(&docs), expected);
     let env = operator_container(&docs)["env"].as_array().unwrap();
     assert!(
@@ -353,8 +363,14 @@ fn leader_election_flags_and_lease_role_exist_only_when_enabled() {
         assert!(!off_args.contains(&flag), "{flag} in {off_args:?}");
     }
     assert_eq!(&off_args[..3], ["controller", "--identity", "$(POD_NAME)"]);
-    assert!(all_of(&off, "Role").is_empty());
-    assert!(all_of(&off, "RoleBinding").is_empty());
+    // Only the workload's Role and binding remain: no lease permissions.
+    for kind in ["Role", "RoleBinding"] {
+        let names: Vec<&Value> = all_of(&off, kind)
+            .iter()
+            .map(|r| &r["metadata"]["name"])
+            .collect();
+        assert_eq!(names, vec![RELEASE], "{kind}");
+    }
 
     let on = render(&["leaderElection.leaseDurationSeconds=30"]);
     let on_args = args(&on);
@@ -377,26 +393,175 @@ fn several_replicas_without_leader_election_are_refused() {
 }
 
 #[test]
-fn rbac_grants_exactly_the_contract_and_no_wildcards() {
+fn rbac_by_default_is_a_role_in_the_release_namespace_and_nothing_cluster_wide() {
     let docs = render(&[]);
-    let cluster_role = one(&docs, "ClusterRole");
-    assert_eq!(cluster_role["metadata"]["name"], RELEASE);
-    assert_eq!(grants(cluster_role), contract_workload_grants());
+    assert!(all_of(&docs, "ClusterRole").is_empty());
+    assert!(all_of(&docs, "ClusterRoleBinding").is_empty());
+    let role = named(&docs, "Role", RELEASE);
+    assert_eq!(role["metadata"]["namespace"], RELEASE_NAMESPACE);
+    assert_eq!(grants(role), contract_workload_grants());
+    let binding = named(&docs, "RoleBinding", RELEASE);
+    assert_eq!(binding["metadata"]["namespace"], RELEASE_NAMESPACE);
     assert_eq!(
-        one(&docs, "ClusterRoleBinding")["roleRef"],
-        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": RELEASE})
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RELEASE})
     );
+    // ... and the operator is told to watch exactly that namespace.
+    let args = args(&docs);
+    assert_eq!(&args[args.len() - 2..], ["--namespace", RELEASE_NAMESPACE]);
 
-    let lease_role = one(&docs, "Role");
+    let lease_role = named(&docs, "Role", "tributary-leader-election");
     assert_eq!(lease_role["metadata"]["namespace"], RELEASE_NAMESPACE);
     assert_eq!(grants(lease_role), contract_lease_grants());
-    let lease_binding = one(&docs, "RoleBinding");
+    let lease_binding = named(&docs, "RoleBinding", "tributary-leader-election");
     assert_eq!(lease_binding["metadata"]["namespace"], RELEASE_NAMESPACE);
     assert_eq!(
         lease_binding["roleRef"]["name"],
         lease_role["metadata"]["name"]
     );
+    // Secrets, in particular, are granted nowhere but in the watched namespace.
+    for doc in &docs {
+        if doc["kind"] == "ClusterRole" {
+            panic!("a ClusterRole in the default install: {doc}");
+        }
+    }
     assert_no_wildcards(&docs);
+}
+
+#[test]
+fn cluster_wide_watching_is_opt_in_and_uses_cluster_roles() {
+    let docs = render(&["clusterWide=true"]);
+    let cluster_role = one(&docs, "ClusterRole");
+    assert_eq!(cluster_role["metadata"]["name"], RELEASE);
+    assert!(cluster_role["metadata"].get("namespace").is_none());
+    assert_eq!(grants(cluster_role), contract_workload_grants());
+    let binding = one(&docs, "ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": RELEASE})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NAMESPACE}])
+    );
+    // Only the lease stays namespaced; the operator watches every namespace (no --namespace).
+    assert_eq!(
+        all_of(&docs, "Role")
+            .iter()
+            .map(|r| &r["metadata"]["name"])
+            .collect::<Vec<_>>(),
+        vec!["tributary-leader-election"]
+    );
+    let args = args(&docs);
+    assert!(!args.contains(&"--namespace"), "{args:?}");
+    assert_no_wildcards(&docs);
+
+    for (sets, message) in [
+        (
+            "clusterWide=true,watchNamespace=team-a",
+            "clusterWide=true watches every namespace: leave watchNamespace empty",
+        ),
+        (
+            "clusterWide=true,networkPolicy.enabled=true",
+            "networkPolicy.enabled needs one watched namespace",
+        ),
+    ] {
+        let err = template(&[sets], &[]).unwrap_err();
+        assert!(err.contains(message), "--set {sets}: {err}");
+    }
+}
+
+#[test]
+fn the_operator_pod_passes_the_restricted_profile() {
+    for sets in [&[][..], &[OVERRIDES][..], &["clusterWide=true"][..]] {
+        let docs = render(sets);
+        let deployment = one(&docs, "Deployment");
+        let violations = restricted_violations(pod_spec(deployment).unwrap());
+        assert!(violations.is_empty(), "--set {sets:?}: {violations:#?}");
+    }
+    // The check is live: a values override that breaks the profile is caught.
+    let docs = render(&["securityContext.allowPrivilegeEscalation=true"]);
+    let violations = restricted_violations(pod_spec(one(&docs, "Deployment")).unwrap());
+    assert_eq!(
+        violations,
+        vec!["container operator allowPrivilegeEscalation is not false"]
+    );
+}
+
+const NETWORK_POLICY: &str = "networkPolicy.enabled=true,watchNamespace=team-a,networkPolicy.coordinatorFrom[0].ipBlock.cidr=0.0.0.0/0,networkPolicy.workerEgress[0].to[0].ipBlock.cidr=10.9.0.0/16";
+
+#[test]
+fn network_policies_are_off_by_default() {
+    assert!(all_of(&render(&[]), "NetworkPolicy").is_empty());
+    assert!(all_of(&render(&[OVERRIDES]), "NetworkPolicy").is_empty());
+}
+
+#[test]
+fn network_policies_confine_coordinators_and_workers_when_enabled() {
+    let docs = render(&[NETWORK_POLICY]);
+    assert_eq!(all_of(&docs, "NetworkPolicy").len(), 2);
+    let operator_pods = json!({
+        "app.kubernetes.io/name": "tributary",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "operator",
+    });
+    let ours = |component: &str| {
+        json!({"matchLabels": {
+            "app.kubernetes.io/managed-by": "tributary-operator",
+            "app.kubernetes.io/component": component,
+        }})
+    };
+    let grpc = json!([{"port": "grpc", "protocol": "TCP"}]);
+
+    let coordinators = named(&docs, "NetworkPolicy", "tributary-coordinators");
+    assert_eq!(coordinators["metadata"]["namespace"], "team-a");
+    let spec = &coordinators["spec"];
+    assert_eq!(spec["podSelector"], ours("coordinator"));
+    assert_eq!(spec["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        spec["ingress"],
+        json!([{
+            "ports": grpc,
+            "from": [
+                {"podSelector": ours("worker")},
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": RELEASE_NAMESPACE}},
+                    "podSelector": {"matchLabels": operator_pods},
+                },
+                {"ipBlock": {"cidr": "0.0.0.0/0"}},
+            ],
+        }])
+    );
+    // The operator's own pods carry the labels the coordinators admit.
+    let pod_labels = &one(&docs, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in operator_pods.as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "operator pod label {key}");
+    }
+
+    let workers = named(&docs, "NetworkPolicy", "tributary-workers");
+    assert_eq!(workers["metadata"]["namespace"], "team-a");
+    let spec = &workers["spec"];
+    assert_eq!(spec["podSelector"], ours("worker"));
+    // Ingress listed with no rules: nothing reaches a worker.
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(spec.get("ingress").is_none());
+    assert_eq!(
+        spec["egress"],
+        json!([
+            {"ports": grpc, "to": [{"podSelector": ours("coordinator")}]},
+            {
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            },
+            {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}]},
+        ])
+    );
+
+    // Without a watchNamespace the policies go to the release namespace, with the operator.
+    let docs = render(&["networkPolicy.enabled=true"]);
+    for policy in all_of(&docs, "NetworkPolicy") {
+        assert_eq!(policy["metadata"]["namespace"], RELEASE_NAMESPACE);
+    }
 }
 
 #[test]
@@ -516,6 +681,18 @@ fn values_schema_rejects_wrong_values_with_a_readable_message() {
             "watchNamespace: Does not match pattern",
         ),
         (
+            "clusterWide=maybe",
+            "clusterWide: Invalid type. Expected: boolean, given: string",
+        ),
+        (
+            "networkPolicy.enabled=yes",
+            "networkPolicy.enabled: Invalid type. Expected: boolean, given: string",
+        ),
+        (
+            "networkPolicy.coordinatorFrom=0.0.0.0/0",
+            "networkPolicy.coordinatorFrom: Invalid type. Expected: array, given: string",
+        ),
+        (
             "otlpEndpoint=otel:4317",
             "otlpEndpoint: Does not match pattern",
         ),
@@ -537,4 +714,41 @@ fn values_schema_rejects_wrong_values_with_a_readable_message() {
             "--set {set}: {err}"
         );
     }
+}
+
+/// The chart's notes print only commands of the operator guide (which the cluster test runs),
+/// with the guide's release and namespaces (it watches `team-a`): the CRD upgrade among them is
+/// server-side.
+#[test]
+fn notes_print_the_operator_guides_commands() {
+    let notes =
+        std::fs::read_to_string(repo_root().join("charts/tributary/templates/NOTES.txt")).unwrap();
+    let guide = std::fs::read_to_string(repo_root().join("docs/operator-guide.md")).unwrap();
+    let commands: Vec<String> = notes
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("kubectl "))
+        .map(|l| {
+            l.replace("{{ $ns }}", " -n team-a")
+                .replace("{{ .Release.Namespace }}", RELEASE_NAMESPACE)
+                .replace("{{ .Release.Name }}", RELEASE)
+        })
+        .collect();
+    assert!(commands.len() >= 6, "{commands:#?}");
+    for command in &commands {
+        assert!(
+            !command.contains("{{"),
+            "unexpected template action: {command}"
+        );
+        assert!(
+            guide.lines().any(|l| l.trim() == command),
+            "NOTES.txt prints a command the operator guide does not show: {command}"
+        );
+    }
+    assert!(
+        commands.contains(
+            &"kubectl apply --server-side --force-conflicts -f charts/tributary/crds/".to_owned()
+        ),
+        "{commands:#?}"
+    );
 }

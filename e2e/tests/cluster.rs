@@ -2,10 +2,12 @@
 //! The product as a platform engineer uses it, on a real Kubernetes API server (the local
 //! control plane of scripts/devcluster.sh) with a process kubelet running the pods:
 //!
-//! 1. `helm install` the chart (two operator replicas, leader election), apply the example
-//!    TrainingRun and a Contributor with 2 replicas;
+//! 1. `helm install` the chart (two operator replicas, leader election, a Role in the runs'
+//!    namespace and nothing cluster-wide), apply the example TrainingRun and a Contributor with
+//!    2 replicas;
 //! 2. the run trains; `kubectl get trainingruns` shows phase, round, loss and peers;
 //! 3. `kubectl scale contributor` to 4 adds peers mid-run, to 1 removes them, the run goes on;
+//!    a Contributor naming another Contributor's key Secret gets no workers;
 //! 4. an external peer (a worker process outside the cluster, its own key) joins the run;
 //! 5. the leading operator is SIGKILLed and the run goes on under the other replica; at no time
 //!    do two replicas act;
@@ -23,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -53,7 +56,7 @@ struct Names {
     ns: String,
     system: String,
     pv: String,
-    /// Unique per run: the chart's ClusterRole and binding are named after the release.
+    /// Unique per run: the chart's objects are named after the release.
     release: String,
 }
 
@@ -151,10 +154,30 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         "replicaCount=2",
         "--set",
         "leaderElection.leaseDurationSeconds=6",
+        "--set",
+        &format!("watchNamespace={ns}"),
         "--wait",
         "--timeout",
         "120s",
     ])?;
+    // Least privilege: the operator's rights are a Role in the runs' namespace, none cluster-wide.
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(cluster_roles.get_opt(release).await?.is_none());
+    let roles: Api<Role> = Api::namespaced(client.clone(), ns);
+    assert!(roles.get_opt(release).await?.is_some());
+    let operators = kubectl(&[
+        "get",
+        "pods",
+        "--namespace",
+        system,
+        "-l",
+        &format!("app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"),
+    ])?;
+    assert_eq!(
+        operators.lines().count(),
+        3,
+        "two operator pods:\n{operators}"
+    );
     kubectl(&["apply", "-n", ns, "-f", "examples/trainingrun.yaml"])?;
     kubectl(&["apply", "-n", ns, "-f", "examples/contributor.yaml"])?;
     let runs: Api<TrainingRun> = Api::namespaced(client.clone(), ns);
@@ -176,6 +199,27 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     }
     let row = table.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with(RUN) && row.contains("Running"), "{table}");
+    // The summary condition GitOps tools and `kubectl wait` read, on both kinds.
+    kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("trainingrun/{RUN}"),
+        &format!("contributor/{WORKERS}"),
+        "-n",
+        ns,
+        "--timeout=60s",
+    ])?;
+    for (kind, what) in [
+        ("trainingrun", "A TrainingRun is one"),
+        ("contributor", "A Contributor is a set"),
+        ("trainingrun.spec", "participation"),
+    ] {
+        let explained = kubectl(&["explain", kind])?;
+        assert!(
+            explained.contains(what),
+            "kubectl explain {kind}:\n{explained}"
+        );
+    }
     let described = kubectl(&["describe", "trainingrun", RUN, "-n", ns])?;
     for shown in ["Progressing", "RoundsCompleting", "Events:", "Running"] {
         assert!(
@@ -208,6 +252,36 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         Ok((list.items.len() == 1).then_some(()))
     })
     .await?;
+
+    // A Contributor may not borrow another one's keys: no workers, and its condition says why.
+    let borrower = format!(
+        "apiVersion: tributary.dev/v1alpha1
+kind: Contributor
+metadata:
+  name: borrower
+spec:
+  trainingRun: {RUN}
+  replicas: 1
+  gpusPerWorker: 0
+  keySecretRef:
+    name: {WORKERS}-keys
+"
+    );
+    pipe_kubectl(&["apply", "-n", ns, "-f", "-"], &borrower)
+        .map_err(|e| anyhow::anyhow!("creating the borrowing Contributor: {e}"))?;
+    let reason = wait_for("the borrower's refusal", STEP, || async {
+        let c = contributors.get("borrower").await?;
+        let ready = c
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
+        Ok(ready.filter(|r| r.status == "False" && r.reason.starts_with("KeySecret")))
+    })
+    .await?;
+    assert_eq!(reason.reason, "KeySecretNotAllowed", "{reason:?}");
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    assert!(statefulsets.get_opt("borrower").await?.is_none());
+    kubectl(&["delete", "contributor", "borrower", "-n", ns])?;
+    eprintln!("step 3: borrowed keys refused: {}", reason.message);
 
     // 4. An external peer: the same worker binary, outside the cluster, with its own key.
     let worker = workspace_binary("tributary-worker")?;

@@ -611,18 +611,14 @@ spec:
         let pod_name = name(&pod);
         let pid = t.kubelet.pods_running()[0].2;
         let deployments: Api<Deployment> = t.api();
-        let deleted = Instant::now();
         deployments.delete("svc", &DeleteParams::default()).await?;
+        // The pod's grace period is 30 s, and this kubelet SIGKILLs at most 30 s after SIGTERM:
+        // one that waited out the grace instead of deleting the pod once its process exited
+        // never meets this wait (a hang guard, not a speed bound: deletion follows the exit).
         wait_for("the pod deleted", Duration::from_secs(25), || async {
             t.pod(&pod_name).await.is_none().then_some(())
         })
         .await;
-        // Well inside the 30 s grace period: the kubelet deleted the pod once its process exited.
-        assert!(
-            deleted.elapsed() < Duration::from_secs(15),
-            "{:?}",
-            deleted.elapsed()
-        );
         assert!(t.kubelet.pods_running().is_empty());
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),

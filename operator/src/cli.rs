@@ -45,8 +45,10 @@ pub struct CoordinatorArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "TRIBUTARY_WATCH_NAMESPACE")]
+    /// Watch only this namespace (default: all namespaces). The chart always passes one (the
+    /// release namespace unless told otherwise) and grants a Role there; it omits the flag, and
+    /// grants a ClusterRole, only with `clusterWide: true`.
+    #[arg(long, env = "TRIBUTARY_WATCH_NAMESPACE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub namespace: Option<String>,
     /// This replica's name: the leader lease holder and the events' reporting instance.
     #[arg(long, env = "TRIBUTARY_IDENTITY", default_value = "tributary-operator")]
@@ -112,5 +114,42 @@ impl Cli {
                 runtime.block_on(crate::coordinator::run_coordinator(args))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn namespace(args: &[&str]) -> Result<Option<String>, clap::Error> {
+        let argv = ["tributary-operator", "controller"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Controller(c) => Ok(c.namespace),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_watched_namespace_is_one_flag_or_its_environment_variable() {
+        assert_eq!(
+            namespace(&["--namespace", "team-a"]).unwrap(),
+            Some("team-a".to_owned())
+        );
+        let err = namespace(&["--namespace", ""]).unwrap_err();
+        assert!(err.to_string().contains("--namespace"), "{err}");
+        let command = Cli::command();
+        let controller = command.find_subcommand("controller").unwrap();
+        let arg = controller
+            .get_arguments()
+            .find(|a| a.get_id() == "namespace")
+            .unwrap();
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some("TRIBUTARY_WATCH_NAMESPACE")
+        );
     }
 }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_stream::StreamExt;
 use tonic::Request;
@@ -187,12 +187,17 @@ async fn a_commit_waiting_for_the_machine_leaves_the_runtime_free() {
     let dir = tempfile::tempdir().unwrap();
     let shared = shared(dir.path());
     let (locked, is_locked) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    // The holder keeps the lock until the runtime has run a timer while the commit waits for
+    // it. Were the commit blocking the only runtime thread, that timer could never fire: the
+    // holder gives up after a long hang guard and reports it, and the test fails on that
+    // event, not on how long anything took.
     let holder = {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
             let _core = shared.lock();
             locked.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(1000));
+            released.recv_timeout(Duration::from_secs(60)).is_ok()
         })
     };
     is_locked.recv().unwrap();
@@ -204,14 +209,12 @@ async fn a_commit_waiting_for_the_machine_leaves_the_runtime_free() {
                 .await
         }
     });
-    // The only runtime thread must still run timers while the commit waits for the lock.
-    let started = Instant::now();
+    // Lets the commit task start and wait for the lock, then needs the runtime for the timer.
     tokio::time::sleep(Duration::from_millis(10)).await;
+    let _ = release.send(());
     assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "the runtime was blocked for {:?}",
-        started.elapsed()
+        holder.join().unwrap(),
+        "the runtime was blocked while the commit waited for the lock"
     );
     commit.await.unwrap().unwrap();
-    holder.join().unwrap();
 }

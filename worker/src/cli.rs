@@ -39,6 +39,9 @@ pub enum Command {
     PrepareData(PrepareDataArgs),
     /// Joins a run's coordinator as a training peer and trains until the run ends.
     Join(crate::peer::PeerArgs),
+    /// Prints a run's phase, round, loss and peers from its coordinator, and this peer's
+    /// standing with --key.
+    Status(crate::status::StatusArgs),
     /// Creates an ed25519 key for a peer and prints its peer id.
     Keygen {
         /// Where to write the key (64 hex digits; never overwritten).
@@ -207,6 +210,10 @@ impl Cli {
                 .enable_all()
                 .build()?
                 .block_on(crate::peer::run(args)),
+            Command::Status(args) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(crate::status::run(args)),
             Command::Keygen { out } => {
                 let id = tributary_proto::identity::Identity::generate();
                 id.save(&out)?;

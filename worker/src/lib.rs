@@ -7,9 +7,12 @@
 pub mod checkpoint;
 pub mod cli;
 mod devnet;
+pub mod evidence;
 pub mod export;
 pub mod model;
 mod peer;
+pub mod provenance;
 mod self_check;
 pub mod simulate;
+pub mod status;
 pub mod train;

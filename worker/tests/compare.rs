@@ -149,4 +149,222 @@ fn the_committed_report_matches_the_plan_and_meets_the_claims() {
     }
     let (lines, ok) = check(&reports, &opts.seeds);
     assert!(ok, "{lines:#?}");
+    // The large-H DiLoCo is the baseline at ≤ 10× our bytes: the claims only judge DiLoCo runs
+    // within that budget, so one outside it would drop out of them unnoticed.
+    for seed in &opts.seeds {
+        let bytes = |name: String| {
+            reports
+                .iter()
+                .find(|r| r.config.name == name)
+                .unwrap_or_else(|| panic!("no run {name}"))
+                .bytes_per_peer
+        };
+        let ours = bytes(format!("sparseloco 1/64 s{seed}"));
+        let large_h = planned
+            .iter()
+            .find(|c| c.seed == *seed && c.name.starts_with("diloco H") && c.inner_steps > 15)
+            .unwrap();
+        let large = bytes(large_h.name.clone());
+        assert!(
+            large <= 10 * ours,
+            "{}: {large} bytes vs 10 × {ours}",
+            large_h.name
+        );
+    }
+}
+
+fn docs(dir: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(dir)
+}
+
+/// Everything in the committed comparison that is a pure function of its configurations and
+/// curves — floors, parameters, the evaluation steps, tokens and bytes at every point (DDP:
+/// parameters × 4 × steps), excess = loss − floor, the claims — is what the code derives, and
+/// report.md, curves.csv and the plots are exactly what the code renders from results.json.
+#[test]
+fn the_committed_comparison_is_what_the_code_derives_and_renders() {
+    use tributary_worker::evidence::Verifier;
+    use tributary_worker::simulate::{RunReport, options_of};
+    let dir = docs("compare");
+    let scratch = tempfile::tempdir().unwrap();
+    let problems = Verifier::default()
+        .compare_report(&dir, scratch.path())
+        .unwrap();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The options read back from the runs are the documented command's.
+    let reports: Vec<RunReport> =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    let opts = options_of(&reports, dir).unwrap();
+    assert_eq!(
+        (
+            opts.tokens,
+            opts.seeds,
+            opts.peers,
+            opts.evals,
+            opts.eval_sequences,
+            opts.replicates
+        ),
+        (8_388_608, vec![1, 2], 4, 16, 256, 2)
+    );
+}
+
+/// The committed devnet report: its totals are those of its curve and per-peer rows, and
+/// report.md and loss.svg are what the code renders from results.json.
+#[test]
+fn the_committed_devnet_report_is_what_the_code_derives_and_renders() {
+    use tributary_worker::evidence::Verifier;
+    let scratch = tempfile::tempdir().unwrap();
+    let problems = Verifier::default()
+        .devnet_report(&docs("devnet"), scratch.path())
+        .unwrap();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `text` with the first digit of the number at `range` changed.
+fn edit(text: &str, range: &std::ops::Range<usize>) -> String {
+    let mut b = text.as_bytes().to_vec();
+    let first = range.start + usize::from(b[range.start] == b'-');
+    b[first] = if b[first] == b'9' { b'8' } else { b[first] + 1 };
+    String::from_utf8(b).unwrap()
+}
+
+/// Copies of the committed reports with one number edited by hand fail the checks: 40 numbers
+/// spread over each of results.json, report.md and curves.csv (and of the devnet's
+/// results.json and report.md), one edit at a time.
+#[test]
+fn a_hand_edited_number_in_a_committed_report_fails_the_checks() {
+    use tributary_worker::evidence::Verifier;
+    let mut verifier = Verifier::default();
+    for (report, files) in [
+        ("compare", &["results.json", "report.md", "curves.csv"][..]),
+        ("devnet", &["results.json", "report.md"][..]),
+    ] {
+        let copy = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(docs(report)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+        let verify = |v: &mut Verifier| {
+            let scratch = tempfile::tempdir().unwrap();
+            match report {
+                "compare" => v.compare_report(copy.path(), scratch.path()),
+                _ => v.devnet_report(copy.path(), scratch.path()),
+            }
+            .unwrap()
+        };
+        assert!(
+            verify(&mut verifier).is_empty(),
+            "the copy of {report} passes"
+        );
+        for file in files {
+            let path = copy.path().join(file);
+            let original = std::fs::read_to_string(&path).unwrap();
+            let all = tributary_worker::evidence::number_spans(&original, file.ends_with(".json"));
+            assert!(all.len() >= 40, "{report}/{file}: {} numbers", all.len());
+            for k in 0..40 {
+                let range = &all[k * all.len() / 40];
+                std::fs::write(&path, edit(&original, range)).unwrap();
+                let problems = verify(&mut verifier);
+                assert!(
+                    !problems.is_empty(),
+                    "{report}/{file}: editing {} at byte {} went unnoticed",
+                    &original[range.clone()],
+                    range.start
+                );
+            }
+            std::fs::write(&path, &original).unwrap();
+        }
+    }
+}
+
+/// How far a committed run's first evaluations may be from a rerun on another kind of CPU
+/// (nats/token; docs/benchmarks.md, "Reproducing the committed figures").
+const CROSS_CPU_TOLERANCE: f64 = 2e-3;
+
+/// The kinds of CPU on which the committed comparison is known to reproduce bit for bit: the one
+/// its results.json records, if any, and those of docs/compare/reproduced-on.json (where the
+/// first evaluations of every strategy were re-run and found bit-identical).
+fn reproducing_cpus(
+    committed: &tributary_worker::simulate::RunReport,
+) -> Vec<tributary_worker::provenance::Machine> {
+    let mut cpus: Vec<_> =
+        serde_json::from_slice(&std::fs::read(docs("compare").join("reproduced-on.json")).unwrap())
+            .unwrap();
+    cpus.extend(committed.machine.clone());
+    cpus
+}
+
+/// Re-runs the first evaluation after step 0 of the committed run `name` from its committed
+/// configuration with the current code: bit-identical on a kind of CPU known to reproduce the
+/// report, within `CROSS_CPU_TOLERANCE` elsewhere. Steps, tokens and bytes are
+/// machine-independent and always exact.
+fn first_evaluations_reproduce(name: &str) {
+    use tributary_worker::provenance::Machine;
+    use tributary_worker::simulate::{RunReport, simulate_prefix};
+    let reports: Vec<RunReport> =
+        serde_json::from_slice(&std::fs::read(docs("compare").join("results.json")).unwrap())
+            .unwrap();
+    let committed = reports.iter().find(|r| r.config.name == name).unwrap();
+    let here = Machine::current(committed.config.threads);
+    let same_cpu = reproducing_cpus(committed)
+        .iter()
+        .any(|m| m.same_cpu(&here));
+    eprintln!("this machine: {}", serde_json::to_string(&here).unwrap());
+    let rerun = simulate_prefix(&committed.config, 2).unwrap();
+    assert_eq!(rerun.points.len(), 2, "{name}");
+    // The committed numbers went through JSON: so does the rerun's, to compare like with like.
+    let as_committed =
+        |x: f64| -> f64 { serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap() };
+    for (new, old) in rerun.points.iter().zip(&committed.points) {
+        assert_eq!(
+            (new.step, new.tokens, new.bytes_per_peer),
+            (old.step, old.tokens, old.bytes_per_peer),
+            "{name}"
+        );
+        for (what, a, b) in [
+            ("held-out loss", as_committed(new.eval_loss), old.eval_loss),
+            (
+                "training loss",
+                as_committed(new.train_loss),
+                old.train_loss,
+            ),
+        ] {
+            eprintln!(
+                "{name} step {}: {what} {a} rerun vs {b} committed ({:+.2e})",
+                new.step,
+                a - b
+            );
+            if same_cpu {
+                assert_eq!(a.to_bits(), b.to_bits(), "{name} step {}: {what}", new.step);
+            } else {
+                assert!(
+                    (a - b).abs() <= CROSS_CPU_TOLERANCE,
+                    "{name} step {}: {what} {a} vs committed {b}",
+                    new.step
+                );
+            }
+        }
+    }
+    assert_eq!(
+        as_committed(rerun.floor).to_bits(),
+        committed.floor.to_bits(),
+        "{name}: the floor is machine-independent"
+    );
+}
+
+#[test]
+fn committed_ddp_run_reproduces_its_first_evaluations() {
+    first_evaluations_reproduce("ddp s1");
+}
+
+#[test]
+fn committed_diloco_run_reproduces_its_first_evaluations() {
+    first_evaluations_reproduce("diloco H15 s1");
+}
+
+#[test]
+fn committed_sparseloco_run_reproduces_its_first_evaluations() {
+    first_evaluations_reproduce("sparseloco 1/64 s1");
 }

@@ -61,8 +61,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-What the operator may do with the objects it reconciles and creates, and nothing more.
-A ClusterRole, or a Role in watchNamespace when that is set.
+What the operator may do with the objects it reconciles and creates, and nothing more: it
+writes by server-side apply (create, patch) and never deletes (owner references let the garbage
+collector remove a run's objects). A Role in the watched namespace, or a ClusterRole with clusterWide.
 */}}
 {{- define "tributary.workloadRules" -}}
 - apiGroups: ["tributary.dev"]
@@ -76,10 +77,10 @@ A ClusterRole, or a Role in watchNamespace when that is set.
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "update"]
 - apiGroups: [""]
   resources: ["services", "configmaps", "persistentvolumeclaims", "secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "update"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

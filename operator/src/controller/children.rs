@@ -8,11 +8,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -38,13 +38,51 @@ pub(super) const GPU: &str = "nvidia.com/gpu";
 /// (mode 0400) and the coordinator's store are readable and writable without root.
 pub(super) const IMAGE_USER: i64 = 65532;
 
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
+}
+
+/// Every pod we create passes the Pod Security "restricted" profile (checked by the e2e
+/// crate's pod_security tests): non-root, the runtime's seccomp profile, ...
 fn pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(IMAGE_USER),
         run_as_group: Some(IMAGE_USER),
         fs_group: Some(IMAGE_USER),
+        seccomp_profile: Some(runtime_default_seccomp()),
         ..PodSecurityContext::default()
+    }
+}
+
+/// ... and, per container, no privilege escalation and no Linux capabilities.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+/// The coordinator's resources when its run names none: it is light between rounds; its memory
+/// peaks at about two dense f32 copies of the model while it aggregates (docs/benchmarks.md).
+pub fn default_coordinator_resources() -> ResourceRequirements {
+    let quantity = |q: &str| Quantity(q.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), quantity("500m")),
+            ("memory".to_owned(), quantity("1Gi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), quantity("4Gi"))])),
+        ..ResourceRequirements::default()
     }
 }
 
@@ -162,7 +200,10 @@ fn otlp_env(run: &TrainingRun) -> Option<EnvVar> {
 /// images' non-root user.
 fn pod_spec(container: Container, volumes: Vec<Volume>) -> PodSpec {
     PodSpec {
-        containers: vec![container],
+        containers: vec![Container {
+            security_context: Some(container_security()),
+            ..container
+        }],
         automount_service_account_token: Some(false),
         security_context: Some(pod_security()),
         volumes: Some(volumes),
@@ -231,11 +272,7 @@ pub(super) fn config_hash(manifest: &str) -> String {
     hex::encode(Sha256::digest(manifest.as_bytes()))
 }
 
-pub(super) fn coordinator_deployment(
-    run: &TrainingRun,
-    images: &Images,
-    manifest: &str,
-) -> Deployment {
+pub fn coordinator_deployment(run: &TrainingRun, images: &Images, manifest: &str) -> Deployment {
     let name = run.name_any_or_empty();
     let coordinator = &run.spec.coordinator;
     let labels = run_labels(&name, "coordinator");
@@ -283,6 +320,12 @@ pub(super) fn coordinator_deployment(
             mount("config", CONFIG_DIR, true),
             mount("data", DATA_DIR, false),
         ]),
+        resources: Some(
+            coordinator
+                .resources
+                .clone()
+                .unwrap_or_else(default_coordinator_resources),
+        ),
         ..Container::default()
     };
     let pod = pod_spec(
@@ -415,7 +458,7 @@ pub(super) fn contributor_selector(contributor: &str) -> String {
 }
 
 /// The worker StatefulSet of an in-cluster Contributor joining `run`.
-pub(super) fn worker_statefulset(
+pub fn worker_statefulset(
     contributor: &Contributor,
     run: &TrainingRun,
     images: &Images,

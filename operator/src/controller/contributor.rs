@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -14,7 +14,8 @@ use tributary_crds::{Contributor, ContributorStatus, PeerScore, RunPhase, Traini
 use tributary_proto::identity::{Identity, peer_id};
 
 use super::children::{self, contributor_selector, keys_secret_name, pod_names};
-use super::keys;
+use super::contributor_status::{self, Observed};
+use super::keys::{self, KeySecretRefused};
 use super::{CACHES_WAIT, Context, MANAGER, ReconcileError, apply_status};
 
 pub(super) const CONTROLLER: &str = "contributor";
@@ -57,17 +58,20 @@ pub(super) async fn reconcile(
     };
 
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let (peer_ids, ready, replicas) = if let Some(external) = &spec.external {
+    let (peer_ids, ready, replicas, blocker) = if let Some(external) = &spec.external {
         let ids = hex_key(&external.public_key)
             .map(|k| vec![peer_id(&k)])
             .unwrap_or_default();
-        (ids, 0, 0)
+        (ids, 0, 0, blocker)
     } else {
         let pods = pod_names(&name, spec.replicas);
-        let ids = ensure_keys(&contributor, &ctx, &ns, &pods).await?;
+        let (ids, refused) = match ensure_keys(&contributor, &ctx, &ns, &pods).await? {
+            Ok(ids) => (ids, None),
+            Err(refused) => (Vec::new(), Some(refused)),
+        };
         let cached = ctx.caches.statefulsets.get(&ns, &name);
-        let sts = match &run {
-            Some(run) => {
+        let sts = match (&run, &refused) {
+            (Some(run), None) => {
                 let desired = children::worker_statefulset(&contributor, run, &ctx.images, wanted);
                 Some(
                     ctx.caches
@@ -76,8 +80,9 @@ pub(super) async fn reconcile(
                         .await?,
                 )
             }
-            // The run is gone: stop the workers, keep the object for when it returns.
-            None => match cached {
+            // The run is gone, or the keys may not be used: stop the workers, keep the object
+            // for when it is fixed; never create one.
+            _ => match cached {
                 Some(sts) if sts.spec.as_ref().and_then(|s| s.replicas) != Some(0) => {
                     Some(Arc::new(
                         statefulsets
@@ -98,7 +103,12 @@ pub(super) async fn reconcile(
         let observed = sts.as_ref().and_then(|s| s.status.as_ref());
         let ready = observed.and_then(|s| s.ready_replicas).unwrap_or(0);
         let replicas = observed.map_or(0, |s| s.replicas);
-        (ids, ready, replicas)
+        // A spec error says more than a refused Secret; a refused Secret more than the run.
+        let blocker = match refused {
+            Some(r) if invalid.is_empty() => Some((r.reason(), r.to_string())),
+            _ => blocker,
+        };
+        (ids, ready, replicas, blocker)
     };
 
     let scores = match &run {
@@ -110,19 +120,22 @@ pub(super) async fn reconcile(
         ready_replicas: ready,
         peer_ids,
         scores,
-        conditions: vec![ready_condition(
-            &contributor,
+        conditions: vec![contributor_status::ready_condition(&Observed {
             blocker,
             ready,
             wanted,
-            spec.external.is_some(),
-        )],
+            external: spec.external.is_some(),
+            generation: contributor.metadata.generation,
+            previous: contributor.status.as_ref(),
+            now: Time(Timestamp::now()),
+        })],
         observed_generation: contributor.metadata.generation,
         selector: spec.external.is_none().then(|| contributor_selector(&name)),
     };
     if contributor.status.as_ref() != Some(&status) {
         let api: Api<Contributor> = Api::namespaced(ctx.client.clone(), &ns);
         apply_status(&api, &name, "Contributor", &status).await?;
+        publish_events(&contributor, &ctx, &status).await;
     }
     // Scaling, pod readiness and the run's own changes arrive as watch events; the periodic
     // pass only refreshes scores, so it runs at a sixth of the run-status rate (a 100 × 10
@@ -172,22 +185,26 @@ async fn adopt(
     Ok(())
 }
 
-/// Makes sure every pod has a key and returns the peer ids, in pod order.
+/// Makes sure every pod has a key and returns the peer ids, in pod order; or why the Secret
+/// the Contributor names may not be used.
 async fn ensure_keys(
     contributor: &Contributor,
     ctx: &Context,
     ns: &str,
     pods: &[String],
-) -> Result<Vec<String>, ReconcileError> {
+) -> Result<Result<Vec<String>, KeySecretRefused>, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     if let Some(own) = &contributor.spec.key_secret_ref {
-        // The user's Secret: read it, never write it.
-        let data = secrets
-            .get_opt(&own.name)
-            .await?
-            .and_then(|s| s.data)
-            .unwrap_or_default();
-        return Ok(keys::peer_ids_of_secret(&data, pods));
+        // The user's Secret: read it, never write it, and use it only when it is meant for us.
+        let Some(secret) = secrets.get_opt(&own.name).await? else {
+            return Ok(Err(KeySecretRefused::NotFound(own.name.clone())));
+        };
+        let uid = contributor.metadata.uid.as_deref();
+        if let Err(refused) = keys::admit_key_secret(&secret, &contributor.name_any(), uid) {
+            return Ok(Err(refused));
+        }
+        let data = secret.data.unwrap_or_default();
+        return Ok(Ok(keys::peer_ids_of_secret(&data, pods)));
     }
     let name = keys_secret_name(&contributor.name_any());
     let mut existing = ctx.caches.secrets.get(ns, &name);
@@ -211,7 +228,7 @@ async fn ensure_keys(
             .apply(&secrets, &children::keys_secret(contributor, &all))
             .await?;
     }
-    Ok(keys::peer_ids(&all, pods))
+    Ok(Ok(keys::peer_ids(&all, pods)))
 }
 
 /// The coordinator's view of these peers (score and exclusion), in the given order, from the
@@ -232,35 +249,12 @@ fn scores(ctx: &Context, ns: &str, run: &str, peers: &[String]) -> Vec<PeerScore
         .collect()
 }
 
-fn ready_condition(
-    contributor: &Contributor,
-    blocker: Option<(&'static str, String)>,
-    ready: i32,
-    wanted: i32,
-    external: bool,
-) -> Condition {
-    let (ok, reason, message) = match blocker {
-        Some((reason, message)) => (false, reason, message),
-        None if external => (true, "External", "a peer outside the cluster".to_owned()),
-        None if ready >= wanted => (true, "AllReady", format!("{ready}/{wanted} workers ready")),
-        None => (false, "Scaling", format!("{ready}/{wanted} workers ready")),
-    };
-    let status = if ok { "True" } else { "False" };
-    let since = contributor
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .filter(|c| c.status == status)
-        .map_or_else(
-            || Time(Timestamp::now()),
-            |c| c.last_transition_time.clone(),
-        );
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        last_transition_time: since,
-        observed_generation: contributor.metadata.generation,
+async fn publish_events(contributor: &Contributor, ctx: &Context, after: &ContributorStatus) {
+    let reference = contributor.object_ref(&());
+    for event in contributor_status::events(contributor.status.as_ref(), after) {
+        // Events are best effort: a failed one must not fail the reconcile.
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(contributor = %contributor.name_any(), "event not recorded: {e}");
+        }
     }
 }

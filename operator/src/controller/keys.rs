@@ -5,7 +5,67 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use tributary_proto::identity::Identity;
+
+use super::children::MANAGED_BY;
+
+/// Label a user puts on their own key Secret to let one Contributor (the label's value) use it.
+/// Without it, anyone allowed to create Contributors could mount any Secret of the namespace
+/// into an image of their choice.
+pub(super) const PEER_KEYS_LABEL: &str = "tributary.dev/peer-keys";
+
+/// Why a Contributor may not use the Secret its `keySecretRef` names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum KeySecretRefused {
+    #[error("key Secret {0:?} does not exist")]
+    NotFound(String),
+    #[error(
+        "key Secret {secret:?} is neither minted by the operator for this Contributor nor labelled {PEER_KEYS_LABEL}: {contributor:?}"
+    )]
+    NotLabelled { secret: String, contributor: String },
+}
+
+impl KeySecretRefused {
+    /// The Contributor condition's reason.
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "KeySecretNotFound",
+            Self::NotLabelled { .. } => "KeySecretNotAllowed",
+        }
+    }
+}
+
+/// Whether the Contributor `contributor` (with uid `uid`) may mount `secret` as its keys: the
+/// operator minted it for this Contributor (our label and this Contributor as its owner), or its
+/// owner labelled it `tributary.dev/peer-keys: <contributor>`.
+pub(super) fn admit_key_secret(
+    secret: &Secret,
+    contributor: &str,
+    uid: Option<&str>,
+) -> Result<(), KeySecretRefused> {
+    let labels = secret.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    if label(PEER_KEYS_LABEL) == Some(contributor) {
+        return Ok(());
+    }
+    let ours = label(MANAGED_BY.0) == Some(MANAGED_BY.1);
+    let owned_by_it = uid.is_some_and(|uid| {
+        secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "Contributor" && o.uid == uid)
+    });
+    if ours && owned_by_it {
+        return Ok(());
+    }
+    Err(KeySecretRefused::NotLabelled {
+        secret: secret.metadata.name.clone().unwrap_or_default(),
+        contributor: contributor.to_owned(),
+    })
+}
 
 /// The keys a Contributor with `pods` needs, given the Secret's current data: every existing
 /// entry is kept as it is, missing pods get a fresh key. Returns the full set and whether it grew.
@@ -51,7 +111,56 @@ pub(super) fn peer_ids_of_secret(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
     use super::*;
+
+    fn secret(labels: &[(&str, &str)], owner_uid: Option<&str>) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("keys".into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                owner_references: owner_uid.map(|uid| {
+                    vec![OwnerReference {
+                        kind: "Contributor".into(),
+                        uid: uid.into(),
+                        ..OwnerReference::default()
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn a_key_secret_is_admitted_only_when_labelled_for_the_contributor_or_minted_for_it() {
+        let admit = |s: &Secret| admit_key_secret(s, "alice", Some("uid-a"));
+        assert_eq!(admit(&secret(&[(PEER_KEYS_LABEL, "alice")], None)), Ok(()));
+        assert_eq!(admit(&secret(&[MANAGED_BY], Some("uid-a"))), Ok(()));
+        let refused = [
+            // Any other Secret of the namespace: a database password, a registry token.
+            secret(&[], None),
+            // Labelled for someone else.
+            secret(&[(PEER_KEYS_LABEL, "bob")], None),
+            // Minted by the operator, but for another Contributor.
+            secret(&[MANAGED_BY], Some("uid-b")),
+            // Owned by this Contributor but not one of ours.
+            secret(&[], Some("uid-a")),
+        ];
+        for s in &refused {
+            let err = admit(s).unwrap_err();
+            assert_eq!(err.reason(), "KeySecretNotAllowed");
+            assert!(err.to_string().contains("tributary.dev/peer-keys"), "{err}");
+        }
+        // Without a uid (not yet created) only the label admits.
+        assert!(admit_key_secret(&secret(&[MANAGED_BY], Some("uid-a")), "alice", None).is_err());
+    }
 
     fn pods(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("w-{i}")).collect()

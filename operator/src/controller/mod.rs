@@ -3,8 +3,9 @@
 //! manager. Only the replica holding the leader Lease acts.
 
 mod cache;
-mod children;
+pub mod children;
 mod contributor;
+mod contributor_status;
 mod keys;
 mod leader;
 pub mod metrics;

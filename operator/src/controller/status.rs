@@ -80,7 +80,8 @@ pub(super) fn run_status(o: &Observed<'_>) -> TrainingRunStatus {
         reason,
         message,
     );
-    let conditions = [spec_valid, ready, progressing, degraded]
+    let summary = summary(&spec_valid, &ready, phase, &progressing);
+    let conditions = [summary, spec_valid, ready, progressing, degraded]
         .into_iter()
         .map(|c| to_condition(c, o))
         .collect();
@@ -164,6 +165,18 @@ fn phase(o: &Observed<'_>, previous: Option<RunPhase>) -> (RunPhase, &'static st
         "RoundsCompleting",
         format!("{} rounds completed", status.model_version),
     )
+}
+
+/// `Ready` (the kstatus summary): true while the accepted spec trains or has finished; false
+/// with the first cause otherwise: the spec, the coordinator, then the phase's own reason.
+fn summary(spec_valid: &Cond, coordinator: &Cond, phase: RunPhase, progress: &Cond) -> Cond {
+    let (ok, reason, message) = match phase {
+        _ if !spec_valid.1 => (false, spec_valid.2, spec_valid.3.clone()),
+        RunPhase::Running | RunPhase::Succeeded => (true, progress.2, progress.3.clone()),
+        _ if !coordinator.1 => (false, "CoordinatorNotReady", coordinator.3.clone()),
+        _ => (false, progress.2, progress.3.clone()),
+    };
+    (condition::READY, ok, reason, message)
 }
 
 /// A condition whose transition time moves only when its status does.
@@ -250,6 +263,11 @@ mod tests {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
 
+    fn ready(s: &TrainingRunStatus) -> (&str, &str) {
+        let c = cond(s, condition::READY);
+        (c.status.as_str(), c.reason.as_str())
+    }
+
     #[test]
     fn phases_follow_the_coordinator() {
         let none = Problems::default();
@@ -257,6 +275,7 @@ mod tests {
         let pending = run_status(&observe(&none, &none, None, &own, None, 1));
         assert_eq!(pending.phase, Some(RunPhase::Pending));
         assert_eq!(cond(&pending, condition::COORDINATOR_READY).status, "False");
+        assert_eq!(ready(&pending), ("False", "CoordinatorNotReady"));
 
         let waiting = coordinator(0, 1, &["a"]);
         let s = run_status(&observe(
@@ -269,6 +288,7 @@ mod tests {
         ));
         assert_eq!(s.phase, Some(RunPhase::Pending));
         assert_eq!(cond(&s, condition::PROGRESSING).reason, "WaitingForPeers");
+        assert_eq!(ready(&s), ("False", "WaitingForPeers"));
         assert_eq!(s.loss, None);
 
         let running = coordinator(5, 3, &["a", "b", "ext"]);
@@ -278,6 +298,7 @@ mod tests {
         assert_eq!((s.active_peers, s.external_peers), (3, 1));
         assert_eq!(cond(&s, condition::PROGRESSING).status, "True");
         assert_eq!(cond(&s, condition::DEGRADED).status, "False");
+        assert_eq!(ready(&s), ("True", "RoundsCompleting"));
         assert_eq!(s.observed_generation, Some(3));
 
         // The coordinator goes away mid-run: Degraded, progress kept.
@@ -288,10 +309,12 @@ mod tests {
             cond(&s, condition::DEGRADED).reason,
             "CoordinatorUnavailable"
         );
+        assert_eq!(ready(&s), ("False", "CoordinatorNotReady"));
 
         let few = coordinator(6, 1, &["a"]);
         let s = run_status(&observe(&none, &none, Some(&few), &own, Some(&s), 5));
         assert_eq!(cond(&s, condition::DEGRADED).reason, "NotEnoughPeers");
+        assert_eq!(ready(&s), ("False", "NotEnoughPeers"));
 
         let mut skipped = coordinator(6, 2, &["a", "b"]);
         skipped.history.push(RoundSummary {
@@ -312,9 +335,11 @@ mod tests {
         done.phase = tributary_proto::v1alpha1::RunPhase::Succeeded.into();
         let s = run_status(&observe(&none, &none, Some(&done), &own, Some(&s), 7));
         assert_eq!(s.phase, Some(RunPhase::Succeeded));
+        assert_eq!(ready(&s), ("True", "Finished"));
         // A finished run stays finished while its coordinator is away.
         let s = run_status(&observe(&none, &none, None, &own, Some(&s), 8));
         assert_eq!(s.phase, Some(RunPhase::Succeeded));
+        assert_eq!(ready(&s), ("True", "Finished"));
     }
 
     #[test]
@@ -331,6 +356,7 @@ mod tests {
             ("False", "InvalidSpec")
         );
         assert!(valid.message.contains("spec.stop"));
+        assert_eq!(ready(&s), ("False", "InvalidSpec"));
 
         let mut refused = Problems::default();
         refused.push("spec.model", "cannot change on a running run");
@@ -340,6 +366,9 @@ mod tests {
         let valid = cond(&s, condition::SPEC_VALID);
         assert_eq!(valid.reason, "FrozenFieldChanged");
         assert!(valid.message.contains("spec.model"));
+        // Not Ready: the applied spec is not the one running.
+        assert_eq!(ready(&s), ("False", "FrozenFieldChanged"));
+        assert!(cond(&s, condition::READY).message.contains("spec.model"));
     }
 
     #[test]

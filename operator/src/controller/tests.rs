@@ -270,6 +270,11 @@ async fn a_new_run_gets_its_coordinator_by_server_side_apply_then_a_pending_stat
         ])
     );
     assert_eq!(deployment.body["spec"]["strategy"]["type"], "Recreate");
+    // The run names no resources: the operator's default bounds the coordinator.
+    assert_eq!(
+        container["resources"],
+        json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}})
+    );
     let pvc = find(
         &seen,
         "PATCH",
@@ -384,6 +389,23 @@ async fn an_invalid_run_fails_with_the_reason_and_creates_nothing() {
     assert!(message.contains("spec.stop"), "{message}");
 }
 
+#[test]
+fn a_run_s_coordinator_resources_replace_the_default() {
+    let mut run = run_json();
+    let wanted = json!({"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}});
+    run["spec"]["coordinator"]["resources"] = wanted.clone();
+    let images = Images {
+        coordinator: "example/operator:1".into(),
+        worker: "example/worker:1".into(),
+    };
+    let deployment = children::coordinator_deployment(&training_run(&run), &images, "manifest");
+    let deployment = serde_json::to_value(deployment).unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["resources"],
+        wanted
+    );
+}
+
 fn contributor_json(replicas: i32) -> Value {
     let yaml = include_str!("../../../examples/contributor.yaml");
     let mut c: Value = serde_yaml::from_str(yaml).unwrap();
@@ -406,7 +428,7 @@ fn contributor_server(contributor: Value) -> Responder {
                 }
                 (StatusCode::OK, full)
             }
-            ("PATCH", _) => echo(seen),
+            ("PATCH" | "POST", _) => echo(seen),
             _ => not_found(),
         },
     )
@@ -516,12 +538,137 @@ async fn workers_of_a_missing_run_are_scaled_to_zero() {
                 "PATCH",
                 &format!("{OURS}/contributors/tiny-demo-workers/status")
             ),
+            pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
         ]
     );
     let seen = seen.lock().unwrap();
     assert_eq!(seen[2].body, json!({"spec": {"replicas": 0}}));
     let status = &seen[3].body["status"];
     assert_eq!(status["conditions"][0]["reason"], "RunNotFound");
+    let event = &seen[4].body;
+    assert_eq!(
+        (&event["reason"], &event["type"]),
+        (&json!("RunNotFound"), &json!("Warning"))
+    );
+    assert_eq!(event["regarding"]["kind"], "Contributor");
+}
+
+/// A Contributor naming its own key Secret `team-keys`, which the API server holds with
+/// `labels`; returns the requests its reconcile made.
+async fn reconcile_with_own_secret(labels: Value) -> Vec<Seen> {
+    let mut c = contributor_json(2);
+    c["spec"]["keySecretRef"] = json!({"name": "team-keys"});
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "team-keys", "namespace": "ns", "labels": labels},
+        "data": {},
+    });
+    let inner = contributor_server(c.clone());
+    let (client, seen) = mock_client(Box::new(move |seen| {
+        if seen.method == "GET" && seen.path == format!("{CORE}/secrets/team-keys") {
+            (StatusCode::OK, secret.clone())
+        } else {
+            inner(seen)
+        }
+    }));
+    let contributor: Arc<Contributor> = Arc::new(serde_json::from_value(c).unwrap());
+    let cached = Cached {
+        runs: vec![run_json()],
+        ..Cached::default()
+    };
+    contributor::reconcile(contributor, context(client, &cached))
+        .await
+        .unwrap();
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_contributor_naming_a_secret_not_labelled_for_it_gets_no_workers_and_a_reason() {
+    for labels in [
+        json!({}),
+        json!({"tributary.dev/peer-keys": "someone-else"}),
+    ] {
+        let seen = reconcile_with_own_secret(labels).await;
+        let calls: Vec<_> = seen
+            .iter()
+            .map(|s| (s.method.clone(), s.path.clone()))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                pair("PATCH", &format!("{OURS}/contributors/tiny-demo-workers")),
+                pair("GET", &format!("{CORE}/secrets/team-keys")),
+                pair(
+                    "PATCH",
+                    &format!("{OURS}/contributors/tiny-demo-workers/status")
+                ),
+                // The Ready condition's change, as an Event.
+                pair("POST", "/apis/events.k8s.io/v1/namespaces/ns/events"),
+            ],
+            "no StatefulSet, and the Secret is never written"
+        );
+        let status = &seen[2].body["status"];
+        let ready = &status["conditions"][0];
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "KeySecretNotAllowed");
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.contains("team-keys")
+                && message.contains("tributary.dev/peer-keys: \"tiny-demo-workers\""),
+            "{message}"
+        );
+        assert!(
+            status["peerIds"].as_array().is_none_or(Vec::is_empty),
+            "no peer ids from a refused Secret: {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_contributor_naming_a_secret_labelled_for_it_mounts_it() {
+    let seen =
+        reconcile_with_own_secret(json!({"tributary.dev/peer-keys": "tiny-demo-workers"})).await;
+    let sts = find(
+        &seen,
+        "PATCH",
+        &format!("{APPS}/statefulsets/tiny-demo-workers"),
+    );
+    assert_eq!(
+        sts.body["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "team-keys"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "PATCH" && s.path.contains("/secrets/")),
+        "the user's Secret is never written"
+    );
+}
+
+#[tokio::test]
+async fn a_contributor_naming_a_missing_secret_gets_no_workers_and_a_reason() {
+    let mut c = contributor_json(1);
+    c["spec"]["keySecretRef"] = json!({"name": "team-keys"});
+    let (client, seen) = mock_client(contributor_server(c.clone()));
+    let contributor: Arc<Contributor> = Arc::new(serde_json::from_value(c).unwrap());
+    let cached = Cached {
+        runs: vec![run_json()],
+        ..Cached::default()
+    };
+    contributor::reconcile(contributor, context(client, &cached))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.iter().any(|s| s.path.contains("/statefulsets/")));
+    let patched = find(
+        &seen,
+        "PATCH",
+        &format!("{OURS}/contributors/tiny-demo-workers/status"),
+    );
+    assert_eq!(
+        patched.body["status"]["conditions"][0]["reason"],
+        "KeySecretNotFound"
+    );
 }
 
 fn as_json<T: Serialize>(object: &T) -> Value {

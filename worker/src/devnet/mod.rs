@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{GetStatusRequest, RunStatus};
 
-pub(crate) use report::{DevnetReport, write_report};
+pub(crate) use report::{DevnetReport, write_plot, write_report};
 pub(crate) use run_spec::devnet_run;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -164,6 +164,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         cmd.args(["join", "--coordinator", &url, "--run-id", &run_id])
             .arg("--key")
             .arg(dir.join("key"))
+            .arg("--create-key")
             .arg("--data-dir")
             .arg(&dir)
             .args(["--threads", &args.threads.to_string()])
@@ -193,7 +194,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         }
     }
     drop(procs);
-    let report = DevnetReport::build(&args.out, args.peers, &spec, &status, started.elapsed())?;
+    let mut report = DevnetReport::build(&args.out, args.peers, &spec, &status, started.elapsed())?;
+    report.machine = Some(crate::provenance::Machine::current(args.threads));
     write_report(&args.out, &report)?;
     println!("{}", report.summary());
     Ok(())

@@ -6,14 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tributary_crds::TrainingRunSpec;
 use tributary_proto::v1alpha1::RunStatus;
 
 use crate::peer::{LogLine, read_log};
+use crate::provenance::{Machine, describe};
 use crate::simulate::plot::{Series, XAxis, curve_plot};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PeerSummary {
     pub name: String,
     pub rounds_applied: u64,
@@ -26,7 +27,7 @@ pub(crate) struct PeerSummary {
     pub mean_train_seconds: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct DevnetReport {
     pub wall_seconds: f64,
     pub peers: u32,
@@ -46,6 +47,9 @@ pub(crate) struct DevnetReport {
     /// Share of a peer's round wall time not spent in inner steps and compression.
     pub share_outside_compute: Option<f64>,
     pub per_peer: Vec<PeerSummary>,
+    /// The machine and commit of the devnet; absent in reports from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
 }
 
 fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
@@ -123,6 +127,7 @@ impl DevnetReport {
             share_outside_compute: (round_s > 0.0).then(|| 1.0 - train_s / round_s),
             curve,
             per_peer,
+            machine: None,
         })
     }
 
@@ -154,11 +159,13 @@ impl DevnetReport {
         s
     }
 
-    fn markdown(&self) -> String {
+    /// report.md: the summary, the machine, the plot, the per-peer table and the curve.
+    pub(crate) fn markdown(&self) -> String {
         let f = |x: Option<f64>| x.map_or("–".to_owned(), |v| format!("{v:.3}"));
         let mut md = format!(
-            "# Devnet report\n\n{}\n![held-out loss](loss.svg)\n\n| peer | aggregates applied | rounds trained | in aggregate | bytes up | bytes down | mean train loss | round s | train s |\n|---|---|---|---|---|---|---|---|---|\n",
-            self.summary().replace('\n', "  \n")
+            "# Devnet report\n\n{}\n{}\n\n![held-out loss](loss.svg)\n\n| peer | aggregates applied | rounds trained | in aggregate | bytes up | bytes down | mean train loss | round s | train s |\n|---|---|---|---|---|---|---|---|---|\n",
+            self.summary().replace('\n', "  \n"),
+            describe(self.machine.as_ref())
         );
         for p in &self.per_peer {
             md += &format!(
@@ -174,6 +181,11 @@ impl DevnetReport {
                 f(p.mean_train_seconds),
             );
         }
+        // The curve itself, so that every point of the plot is in the text as well.
+        md += "\n| tokens (all peers) | held-out loss |\n|---|---|\n";
+        for (tokens, loss) in &self.curve {
+            md += &format!("| {tokens} | {loss:.4} |\n");
+        }
         md
     }
 }
@@ -182,6 +194,11 @@ impl DevnetReport {
 pub(crate) fn write_report(out: &Path, r: &DevnetReport) -> Result<()> {
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(r)?)?;
     std::fs::write(out.join("report.md"), r.markdown())?;
+    write_plot(out, r)
+}
+
+/// loss.svg in `out`: the held-out loss curve against the floor (none without either).
+pub(crate) fn write_plot(out: &Path, r: &DevnetReport) -> Result<()> {
     if let (Some(floor), false) = (r.floor, r.curve.is_empty()) {
         let series = [Series {
             name: format!("SparseLoCo devnet, {} peers", r.peers),

@@ -8,12 +8,14 @@ use tonic::transport::{Channel, Endpoint};
 use tributary_proto::identity::{self, Identity};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{
-    CheckpointInfo, CodecParams, GetAggregateRequest, GetCheckpointRequest, HeartbeatRequest,
-    HeartbeatResponse, JoinRequest, JoinResponse, PutCheckpointHeader, PutCheckpointMessage,
-    RoundEvent, SubmitUpdateMessage, SubmitUpdateResponse, UpdateHeader, WatchRoundsRequest,
-    put_checkpoint_message, submit_update_message,
+    CheckpointInfo, CodecParams, GetAggregateRequest, GetCheckpointRequest, GetStatusRequest,
+    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, PutCheckpointHeader,
+    PutCheckpointMessage, RoundEvent, RunStatus, SubmitUpdateMessage, SubmitUpdateResponse,
+    UpdateHeader, WatchRoundsRequest, put_checkpoint_message, submit_update_message,
 };
 use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+
+use super::failure::{self, Failure, Permanent, classify_join};
 
 #[derive(Clone)]
 pub(crate) struct Client {
@@ -30,9 +32,14 @@ pub(crate) struct UpdateReport {
 }
 
 impl Client {
+    /// Connects; a malformed address is a [`Permanent`] error, an unreachable one is not.
     pub(crate) async fn connect(url: &str) -> Result<Self> {
+        failure::check_coordinator_url(url)?;
         let channel = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("coordinator address {url:?}"))?
+            .map_err(|e| Permanent {
+                what: format!("malformed coordinator address {url:?}: {e}"),
+                fix: "give it as http://HOST:PORT",
+            })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_keepalive(Some(Duration::from_secs(20)))
             .connect()
@@ -45,6 +52,7 @@ impl Client {
         })
     }
 
+    /// Joins; a refusal that retrying cannot fix is a [`Permanent`] error.
     pub(crate) async fn join(&mut self, id: &Identity, run_id: &str) -> Result<JoinResponse> {
         let unix_millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -62,16 +70,27 @@ impl Client {
                 signature,
             })
             .await
-            .context("join")?
+            .map_err(
+                |status| match classify_join(status.code(), status.message()) {
+                    Failure::Permanent(p) => anyhow::Error::new(p),
+                    Failure::Transient(why) => anyhow::anyhow!("join: {why}"),
+                },
+            )?
             .into_inner();
         if response.peer_id != id.peer_id() {
-            bail!(
-                "the coordinator named this peer {:?}, but its key gives {:?}",
-                response.peer_id,
-                id.peer_id()
-            );
+            return Err(failure::foreign_peer_id(&response.peer_id, &id.peer_id()).into());
         }
         Ok(response)
+    }
+
+    /// The run's status (`GetStatus`), with the newest round of its history.
+    pub(crate) async fn status(&mut self) -> Result<RunStatus> {
+        Ok(self
+            .inner
+            .get_status(GetStatusRequest { history_limit: 1 })
+            .await
+            .context("asking the coordinator for the run's status")?
+            .into_inner())
     }
 
     pub(crate) async fn heartbeat(

@@ -4,6 +4,7 @@
 //! every aggregate published since, which gives bit-identical parameters.
 
 mod client;
+pub(crate) mod failure;
 mod log;
 mod state;
 
@@ -23,6 +24,7 @@ use tributary_proto::v1alpha1::{
 
 pub(crate) use client::Client;
 use client::UpdateReport;
+use failure::{Backoff, Permanent};
 pub(crate) use log::{LogLine, read_log};
 pub(crate) use state::PeerState;
 
@@ -38,9 +40,13 @@ pub struct PeerArgs {
     /// The run to join (the TrainingRun's name).
     #[arg(long, env = "TRIBUTARY_RUN_ID")]
     pub run_id: String,
-    /// This peer's ed25519 key file (`tributary-worker keygen`); created if missing.
+    /// This peer's ed25519 key file (`tributary-worker keygen`). It must exist unless
+    /// --create-key is given: a mistyped path would otherwise be a new peer.
     #[arg(long, env = "TRIBUTARY_KEY")]
     pub key: PathBuf,
+    /// Create the key file when it does not exist (a new peer id).
+    #[arg(long, env = "TRIBUTARY_CREATE_KEY")]
+    pub create_key: bool,
     /// Where this peer writes its log (peer.jsonl).
     #[arg(long, env = "TRIBUTARY_DATA_DIR", default_value = ".")]
     pub data_dir: PathBuf,
@@ -55,34 +61,50 @@ pub struct PeerArgs {
     pub evaluate: bool,
 }
 
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Runs the peer until the run's round limit is reached.
+/// Runs the peer until the run's round limit is reached, or until a [`Permanent`] failure.
 pub(crate) async fn run(args: PeerArgs) -> Result<()> {
     tch::set_num_threads(args.threads.max(1) as i32);
-    let id = load_or_create_key(&args.key)?;
-    info!(peer = %id.peer_id(), coordinator = %args.coordinator, "peer starting");
+    failure::check_coordinator_url(&args.coordinator)?;
+    let id = load_key(&args.key, args.create_key)?;
+    info!(
+        "peer {} joining run {:?} at {}",
+        id.peer_id(),
+        args.run_id,
+        args.coordinator
+    );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut log = log::Log::open(&args.data_dir.join("peer.jsonl"))?;
     let mut state: Option<PeerState> = None;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     loop {
-        match session(&args, &id, &mut state, &mut log).await {
+        match session(&args, &id, &mut state, &mut log, &mut backoff).await {
             Ok(()) => return Ok(()),
+            Err(e) if e.downcast_ref::<Permanent>().is_some() => return Err(e),
             Err(e) => {
-                warn!("{e:#}; reconnecting in {} ms", delay.as_millis());
+                let (attempt, delay) = backoff.next_delay();
+                warn!(
+                    "{e:#}; retrying in {:.1} s (attempt {attempt})",
+                    delay.as_secs_f64()
+                );
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_BACKOFF);
             }
         }
     }
 }
 
-pub(crate) fn load_or_create_key(path: &std::path::Path) -> Result<Identity> {
+/// This peer's key: loaded, or created only when asked (`create`), so a mistyped path is an
+/// error rather than a new peer id.
+pub(crate) fn load_key(path: &std::path::Path, create: bool) -> Result<Identity> {
     if path.exists() {
         return Ok(Identity::load(path)?);
+    }
+    if !create {
+        return Err(Permanent {
+            what: format!("no key file at {}", path.display()),
+            fix: "check --key, or create a key with `tributary-worker keygen --out PATH` (or pass --create-key)",
+        }
+        .into());
     }
     let id = Identity::generate();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -99,12 +121,22 @@ async fn session(
     id: &Identity,
     slot: &mut Option<PeerState>,
     log: &mut log::Log,
+    backoff: &mut Backoff,
 ) -> Result<()> {
     let mut client = Client::connect(&args.coordinator).await?;
     let joined = client.join(id, &args.run_id).await?;
-    let spec = TrainingRunSpec::from_json(&joined.run_spec_json).context("the run's spec")?;
+    backoff.reset();
+    info!(peer = %joined.peer_id, round = joined.current_round, "joined");
+    let spec = TrainingRunSpec::from_json(&joined.run_spec_json).map_err(|e| Permanent {
+        what: format!("this worker cannot read the run's spec: {e}"),
+        fix: "install the tributary-worker release that matches the coordinator",
+    })?;
     if slot.as_ref().is_some_and(|s| *s.spec() != spec) {
-        bail!("the run's spec changed under this peer; restart it");
+        return Err(Permanent {
+            what: "the run's spec changed under this peer".into(),
+            fix: "restart the peer to start from the new spec",
+        }
+        .into());
     }
     if slot.is_none() {
         *slot = Some(sync_start(&mut client, &joined, spec).await?);

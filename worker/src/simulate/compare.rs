@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use tributary_codec::{CodecParams, ErrorFeedback, QuantMode, compress_contribution, encode};
+use tributary_codec::{
+    CodecParams, ErrorFeedback, QuantMode, compress_contribution, encode, production_wire_bytes,
+};
 use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer, TensorPlan};
 use tributary_data::synthetic::LanguageConfig;
 
 use super::config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
 use super::plot::{XAxis, loss_plot};
 use super::report::RunReport;
+use crate::provenance::describe;
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -188,6 +191,12 @@ fn replicated(cfg: &SimConfig, count: u32) -> Vec<SimConfig> {
 /// Encoded bytes of one `tiny` contribution under `cfg.codec`. The wire size depends only on the
 /// shapes and k (Elias–Fano positions, fixed-width codes), so any pseudo-gradient measures it.
 fn sparse_round_bytes(cfg: &SimConfig) -> Result<u64> {
+    Ok(encode(&sample_contribution(cfg)?)?.len() as u64)
+}
+
+/// One `tiny` contribution under `cfg.codec`, compressed from a fixed pseudo-random
+/// pseudo-gradient.
+fn sample_contribution(cfg: &SimConfig) -> Result<tributary_codec::Contribution> {
     let plan = TensorPlan::new(cfg.model, cfg.codec)?;
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let deltas: Vec<Vec<f32>> = plan
@@ -209,8 +218,12 @@ fn sparse_round_bytes(cfg: &SimConfig) -> Result<u64> {
         .map(|d| ErrorFeedback::zeros(d.len()))
         .collect();
     let slices: Vec<&[f32]> = deltas.iter().map(Vec::as_slice).collect();
-    let c = compress_contribution(&mut efs, &slices, plan.shapes(), plan.codec())?;
-    Ok(encode(&c)?.len() as u64)
+    Ok(compress_contribution(
+        &mut efs,
+        &slices,
+        plan.shapes(),
+        plan.codec(),
+    )?)
 }
 
 /// Runs the comparison; returns the reports and whether every claim held.
@@ -400,6 +413,17 @@ fn write_report(
         dir.join("results.json"),
         serde_json::to_vec_pretty(reports)?,
     )?;
+    std::fs::write(dir.join("curves.csv"), render_csv(reports))?;
+    write_plots(dir, reports, &opts.seeds)?;
+    std::fs::write(
+        dir.join("report.md"),
+        render_markdown(reports, checks, opts),
+    )?;
+    Ok(())
+}
+
+/// curves.csv: every evaluation of every run.
+pub fn render_csv(reports: &[RunReport]) -> String {
     let mut csv =
         String::from("run,seed,strategy,tokens,bytes_per_peer,train_loss,eval_loss,excess\n");
     for r in reports {
@@ -418,7 +442,35 @@ fn write_report(
             );
         }
     }
-    std::fs::write(dir.join("curves.csv"), csv)?;
+    csv
+}
+
+/// The plots of each seed: held-out loss against tokens and against bytes sent.
+pub fn write_plots(dir: &Path, reports: &[RunReport], seeds: &[u64]) -> Result<()> {
+    for &seed in seeds {
+        let runs: Vec<RunReport> = reports
+            .iter()
+            .filter(|r| r.config.seed == seed)
+            .cloned()
+            .collect();
+        loss_plot(
+            &dir.join(format!("loss-vs-tokens-seed{seed}.svg")),
+            &runs,
+            XAxis::Tokens,
+            &format!("held-out loss vs tokens, seed {seed}"),
+        )?;
+        loss_plot(
+            &dir.join(format!("loss-vs-bytes-seed{seed}.svg")),
+            &runs,
+            XAxis::Bytes,
+            &format!("held-out loss vs bytes sent, seed {seed}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// report.md: the table of runs, the machine, the claims (`checks`) and the plots.
+pub fn render_markdown(reports: &[RunReport], checks: &[String], opts: &CompareOptions) -> String {
     let mut md = String::new();
     let first = reports.first();
     let _ = writeln!(md, "# Strategy comparison\n");
@@ -437,6 +489,7 @@ fn write_report(
             opts.replicates
         );
     }
+    let _ = writeln!(md, "{}\n", machines(reports));
     let _ = writeln!(
         md,
         "| run | final held-out loss | floor | excess over floor | bytes sent per peer | vs DDP bytes | wall s |\n|---|---|---|---|---|---|---|"
@@ -459,32 +512,62 @@ fn write_report(
     }
     let _ = writeln!(md, "\n## Claims\n\n{}\n", checks.join("\n"));
     for &seed in &opts.seeds {
-        let runs: Vec<RunReport> = reports
-            .iter()
-            .filter(|r| r.config.seed == seed)
-            .cloned()
-            .collect();
-        let tokens = format!("loss-vs-tokens-seed{seed}.svg");
-        let bytes = format!("loss-vs-bytes-seed{seed}.svg");
-        loss_plot(
-            &dir.join(&tokens),
-            &runs,
-            XAxis::Tokens,
-            &format!("held-out loss vs tokens, seed {seed}"),
-        )?;
-        loss_plot(
-            &dir.join(&bytes),
-            &runs,
-            XAxis::Bytes,
-            &format!("held-out loss vs bytes sent, seed {seed}"),
-        )?;
         let _ = writeln!(
             md,
-            "![loss vs tokens, seed {seed}]({tokens})\n![loss vs bytes, seed {seed}]({bytes})\n"
+            "![loss vs tokens, seed {seed}](loss-vs-tokens-seed{seed}.svg)\n![loss vs bytes, seed {seed}](loss-vs-bytes-seed{seed}.svg)\n"
         );
     }
-    std::fs::write(dir.join("report.md"), md)?;
-    Ok(())
+    md
+}
+
+/// The machine line of the report: one machine when every run names the same, else each run's.
+fn machines(reports: &[RunReport]) -> String {
+    let first = reports.first().and_then(|r| r.machine.as_ref());
+    if reports.iter().all(|r| r.machine.as_ref() == first) {
+        return describe(first);
+    }
+    reports
+        .iter()
+        .map(|r| format!("{}: {}", r.config.name, describe(r.machine.as_ref())))
+        .collect::<Vec<_>>()
+        .join("  \n")
+}
+
+/// The options a committed comparison was run with, read back from its runs: the seeds in
+/// order of appearance, the peers, tokens, evaluations and held-out sequences of its first
+/// run, and the most replicates of any run.
+pub fn options_of(reports: &[RunReport], out_dir: PathBuf) -> Option<CompareOptions> {
+    let first = &reports.first()?.config;
+    let mut seeds = Vec::new();
+    for r in reports {
+        if !seeds.contains(&r.config.seed) {
+            seeds.push(r.config.seed);
+        }
+    }
+    Some(CompareOptions {
+        out_dir,
+        tokens: first.tokens,
+        seeds,
+        jobs: 1,
+        peers: first.peers,
+        evals: first.evals,
+        eval_sequences: first.eval_sequences,
+        replicates: reports.iter().map(|r| r.config.replicate + 1).max()?,
+    })
+}
+
+/// Bytes one peer sends per round of `cfg` (a local strategy): dense f32 for DiLoCo, the
+/// encoded contribution in `cfg.wire`'s format for SparseLoCo. The sizes depend only on the
+/// shapes and the codec's parameters, so any pseudo-gradient measures them.
+pub fn round_bytes(cfg: &SimConfig) -> Result<u64> {
+    let numel = TensorPlan::new(cfg.model, cfg.codec)?.numel();
+    match (cfg.strategy, cfg.wire) {
+        (Strategy::Ddp | Strategy::Diloco, _) => Ok(4 * numel),
+        (Strategy::Sparseloco, WireFormat::Tributary) => sparse_round_bytes(cfg),
+        (Strategy::Sparseloco, WireFormat::Production) => {
+            Ok(production_wire_bytes(&sample_contribution(cfg)?))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -517,6 +600,7 @@ mod tests {
             wall_seconds: 0.0,
             fingerprint: String::new(),
             points: Vec::new(),
+            machine: None,
         }
     }
 

@@ -10,8 +10,8 @@ mod run;
 
 pub use compare::{
     CompareOptions, DDP_LR, INNER_LR, OUTER_LR_DROP, SPARSE_H, SPARSE_OUTER_LR, base, check,
-    compare, diloco_outer, plan,
+    compare, diloco_outer, options_of, plan, render_csv, render_markdown, round_bytes, write_plots,
 };
 pub use config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
 pub use report::{Point, RunReport};
-pub use run::simulate;
+pub use run::{simulate, simulate_prefix};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::SimConfig;
+use crate::provenance::Machine;
 
 /// One evaluation of the global model on the held-out batch.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,4 +35,7 @@ pub struct RunReport {
     /// Fingerprint of the final global parameters.
     pub fingerprint: String,
     pub points: Vec<Point>,
+    /// The machine and commit of the run; absent in reports from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
 }

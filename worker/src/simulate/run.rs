@@ -14,10 +14,25 @@ use tributary_data::{Batch, StreamId, TokenSource};
 use super::config::{SimConfig, Strategy, WireFormat};
 use super::report::{Point, RunReport};
 use crate::model::{self, fingerprint};
+use crate::provenance::Machine;
 use crate::train::{InnerLoop, OuterStep, compress_round, local_round, round_start};
 
 /// Runs `cfg` to its token budget, calling `on_point` at each evaluation.
-pub fn simulate(cfg: &SimConfig, mut on_point: impl FnMut(&Point)) -> Result<RunReport> {
+pub fn simulate(cfg: &SimConfig, on_point: impl FnMut(&Point)) -> Result<RunReport> {
+    simulate_until(cfg, usize::MAX, on_point)
+}
+
+/// The first `points` evaluations of `cfg` (the one at step 0 included): the same run as
+/// `simulate`'s, stopped early, so its points equal the first ones of the whole run.
+pub fn simulate_prefix(cfg: &SimConfig, points: usize) -> Result<RunReport> {
+    simulate_until(cfg, points.max(1), |_| {})
+}
+
+fn simulate_until(
+    cfg: &SimConfig,
+    max_points: usize,
+    mut on_point: impl FnMut(&Point),
+) -> Result<RunReport> {
     if cfg.peers == 0 || cfg.batch == 0 || cfg.seq_len == 0 || cfg.inner_steps == 0 {
         bail!("peers, batch, sequence length and inner steps must all be positive");
     }
@@ -43,7 +58,7 @@ pub fn simulate(cfg: &SimConfig, mut on_point: impl FnMut(&Point)) -> Result<Run
     let mut points = vec![sim.point(0, 0.0, floor)?];
     on_point(&points[0]);
     let mut step = 0;
-    while step < steps {
+    while step < steps && points.len() < max_points {
         let span = match cfg.strategy {
             Strategy::Ddp => 1,
             _ => u64::from(cfg.inner_steps).min(steps - step),
@@ -68,6 +83,7 @@ pub fn simulate(cfg: &SimConfig, mut on_point: impl FnMut(&Point)) -> Result<Run
         wall_seconds: started.elapsed().as_secs_f64(),
         fingerprint: sim.fingerprint()?,
         points,
+        machine: Some(Machine::current(cfg.threads)),
     })
 }
 
