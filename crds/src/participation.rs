@@ -122,6 +122,19 @@ pub struct ScoringSpec {
     /// Scale of the outer lr at which a validator applies one update alone (published: 0.2).
     #[schemars(range(min = 0.0, max = 1.0), extend("exclusiveMinimum" = true))]
     pub eval_lr_scale: f64,
+    /// ed25519 public keys (64 lowercase hex digits) of the validators this run trusts to score
+    /// updates (`tributary-worker validate --key`). Empty: rounds are judged by the
+    /// coordinator's cheap checks and the ratings so far alone, and their status says so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = "^[0-9a-f]{64}$")))]
+    pub validators: Vec<String>,
+    /// Seconds a closed round waits for every validator's scores before it aggregates without
+    /// the missing ones (ours: 30).
+    #[schemars(range(min = 1))]
+    pub validator_window_seconds: u32,
+    /// Updates each validator evaluates per round: 0 evaluates all of them, n a deterministic
+    /// sample of n per validator (different validators get different samples).
+    pub candidates_per_validator: u32,
 }
 
 impl Default for ScoringSpec {
@@ -133,6 +146,9 @@ impl Default for ScoringSpec {
             zero_below: 0.1,
             copy_overlap_threshold: 0.4,
             eval_lr_scale: 0.2,
+            validators: Vec::new(),
+            validator_window_seconds: 30,
+            candidates_per_validator: 0,
         }
     }
 }

@@ -337,6 +337,49 @@ impl TrainingRunSpec {
                 || format!("{key:?} is not 64 lowercase hex digits ({PUBLIC_KEY_PATTERN})"),
             );
         }
+        let scoring = &part.scoring;
+        for (i, key) in scoring.validators.iter().enumerate() {
+            p.check(
+                !is_public_key(key),
+                &format!("spec.participation.scoring.validators[{i}]"),
+                || format!("{key:?} is not 64 lowercase hex digits ({PUBLIC_KEY_PATTERN})"),
+            );
+        }
+        p.check(
+            scoring.validator_window_seconds == 0,
+            "spec.participation.scoring.validatorWindowSeconds",
+            || "must be at least 1".into(),
+        );
+        // An honest peer, better on its own data every round, must clear the moving-average
+        // floor by the end of its warm-up: 1 − (1 − α)^warmup ≥ zeroBelow.
+        let alpha = scoring.ema_alpha;
+        let reached = 1.0 - (1.0 - alpha).powf(f64::from(scoring.warmup_rounds));
+        p.check(
+            !(alpha > 0.0 && alpha <= 1.0),
+            "spec.participation.scoring.emaAlpha",
+            || format!("{alpha} is not in (0, 1]"),
+        );
+        p.check(
+            alpha > 0.0 && reached < scoring.zero_below,
+            "spec.participation.scoring.warmupRounds",
+            || {
+                format!(
+                    "{} rounds at emaAlpha {alpha} reach a moving average of {reached:.3}, below \
+                     zeroBelow {}: even an honest peer would be excluded when its warm-up ends",
+                    scoring.warmup_rounds, scoring.zero_below
+                )
+            },
+        );
+        p.check(
+            !(0.0..=1.0).contains(&scoring.copy_overlap_threshold),
+            "spec.participation.scoring.copyOverlapThreshold",
+            || "must lie in [0, 1]".into(),
+        );
+        p.check(
+            !(scoring.eval_lr_scale > 0.0 && scoring.eval_lr_scale <= 1.0),
+            "spec.participation.scoring.evalLrScale",
+            || "must lie in (0, 1]".into(),
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use tributary_crds::{ParticipationSpec, StragglerPolicy};
 use tributary_operator::coordinator::{
     Coordinator, Decision, Event, Fingerprint, MAX_EXTENSIONS, PeerId, Phase, RESYNC_QUORUM,
-    RefuseReason, RejectReason, RoundPolicy,
+    RefuseReason, RejectReason, RoundPolicy, SkipReason,
 };
 
 const PEERS: [&str; 6] = ["0a", "1b", "2c", "3d", "4e", "5f"];
@@ -40,6 +40,8 @@ enum Step {
     Tick,
     /// The aggregate of the aggregating round (`true`) or of some other round.
     Stored(bool, u8),
+    /// The Gauntlet left out every update of the aggregating round (`true`) or of another.
+    NothingSelected(bool),
     /// Serialize the second machine and continue with the deserialized copy.
     Restart,
 }
@@ -58,10 +60,11 @@ fn policy() -> impl Strategy<Value = RoundPolicy> {
         1u32..=3,
         1u32..=12,
         straggler,
+        any::<bool>(),
     )
         .prop_map(
-            |(min, extra, reserve, deadline, window, heartbeat, straggler)| {
-                let spec = ParticipationSpec {
+            |(min, extra, reserve, deadline, window, heartbeat, straggler, selects)| {
+                let mut spec = ParticipationSpec {
                     min_peers: min,
                     max_peers: min + extra,
                     reserve_peers: reserve,
@@ -71,6 +74,7 @@ fn policy() -> impl Strategy<Value = RoundPolicy> {
                     straggler_policy: straggler,
                     ..ParticipationSpec::default()
                 };
+                spec.scoring.enabled = selects;
                 RoundPolicy::try_from(spec).unwrap()
             },
         )
@@ -95,6 +99,7 @@ fn step() -> impl Strategy<Value = (Step, u64)> {
         7 => (who, round, 0u8..4).prop_map(|(p, r, d)| Step::Submit(p, r, d)),
         3 => Just(Step::Tick),
         3 => (prop::bool::weighted(0.8), any::<u8>()).prop_map(|(right, d)| Step::Stored(right, d)),
+        1 => prop::bool::weighted(0.8).prop_map(Step::NothingSelected),
         1 => Just(Step::Restart),
     ];
     // Milliseconds that pass before the step; rounds last 2 to 7 seconds.
@@ -155,6 +160,9 @@ fn event(c: &Coordinator, step: &Step, now_ms: u64) -> Option<Event> {
                 current + 1 + u64::from(*digest % 3)
             },
             digest: [*digest; 32],
+        },
+        Step::NothingSelected(right) => Event::NothingSelected {
+            round: if *right { current } else { current + 1 },
         },
         Step::Restart => return None,
     })
@@ -257,7 +265,7 @@ impl History {
                     prop_assert!(self.opened[round].contains(peer), "accepted a non-member");
                     let accepted = self.accepted.entry(*round).or_default();
                     prop_assert!(accepted.insert(peer.clone()), "accepted twice");
-                    prop_assert!(accepted.len() <= policy.max_peers() as usize);
+                    prop_assert!(accepted.len() <= policy.accepts() as usize);
                 }
                 Decision::Rejected {
                     peer,
@@ -295,13 +303,21 @@ impl History {
                     *n += 1;
                     prop_assert!(*n <= MAX_EXTENSIONS);
                 }
-                Decision::RoundSkipped { round, .. } => {
+                Decision::RoundSkipped { round, reason } => {
                     prop_assert_eq!(self.live(), Some(*round));
-                    prop_assert!(!self.closed(*round));
-                    let accepted = self.accepted.get(round).map_or(0, BTreeSet::len);
-                    prop_assert!(accepted < policy.min_peers() as usize);
-                    if policy.straggler_policy() == StragglerPolicy::Aggregate {
-                        prop_assert_eq!(accepted, 0);
+                    if *reason == SkipReason::AllExcluded {
+                        // Only the round being aggregated, and only in answer to the IO layer.
+                        prop_assert!(self.aggregated.contains(round));
+                        let answers =
+                            matches!(event, Event::NothingSelected { round: r } if r == round);
+                        prop_assert!(answers, "all-excluded without the IO layer's event");
+                    } else {
+                        prop_assert!(!self.closed(*round));
+                        let accepted = self.accepted.get(round).map_or(0, BTreeSet::len);
+                        prop_assert!(accepted < policy.min_peers() as usize);
+                        if policy.straggler_policy() == StragglerPolicy::Aggregate {
+                            prop_assert_eq!(accepted, 0);
+                        }
                     }
                     self.skipped.insert(*round);
                 }

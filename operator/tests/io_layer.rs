@@ -104,6 +104,7 @@ async fn submit_and_publish(
                 inner_loss: 1.0,
                 tokens: 1,
                 bytes: payload.len() as u64,
+                accepted_unix_millis: tributary_operator::coordinator::now_ms(),
             };
             s.apply(
                 core,

@@ -6,7 +6,7 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::v1alpha1::UpdateHeader;
+use crate::v1alpha1::{PeerScore, UpdateHeader};
 
 /// Why an identity could not be loaded or a signature does not hold.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +192,48 @@ pub fn update_message(h: &UpdateHeader) -> Vec<u8> {
         .u64(h.inner_loss.to_bits())
         .u64(h.tokens)
         .finish()
+}
+
+/// What a validator signs to ask for a round's candidates (`peer` empty) or for one of them:
+/// bound to the run, the round, the validator's key and a time, so a captured request cannot be
+/// used for another round or long after.
+pub fn candidates_message(
+    run_id: &str,
+    round: u64,
+    public_key: &[u8],
+    peer: &str,
+    unix_millis: u64,
+) -> Vec<u8> {
+    Canonical::new("tributary-candidates-v1")
+        .bytes(run_id.as_bytes())
+        .u64(round)
+        .bytes(public_key)
+        .bytes(peer.as_bytes())
+        .u64(unix_millis)
+        .finish()
+}
+
+/// What a validator signs for its scores of a round: every field of every score.
+pub fn scores_message(
+    run_id: &str,
+    round: u64,
+    public_key: &[u8],
+    unix_millis: u64,
+    scores: &[PeerScore],
+) -> Vec<u8> {
+    let mut c = Canonical::new("tributary-scores-v1");
+    c.bytes(run_id.as_bytes())
+        .u64(round)
+        .bytes(public_key)
+        .u64(unix_millis)
+        .u64(scores.len() as u64);
+    for s in scores {
+        c.bytes(s.peer_id.as_bytes())
+            .u64(s.score.to_bits())
+            .u64(s.loss_improvement_own.to_bits())
+            .u64(s.loss_improvement_random.to_bits());
+    }
+    c.finish()
 }
 
 /// What the checkpoint writer signs.

@@ -13,7 +13,7 @@ pub mod identity;
 use v1alpha1::ProtocolVersion;
 
 /// The protocol version this build speaks. Majors are incompatible; minors add fields only.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 0 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 };
 
 /// Largest single gRPC message either side accepts. Payloads stream in chunks well below it,
 /// so a peer cannot make the other side buffer an arbitrary message.

@@ -102,6 +102,7 @@ fn skip_label(reason: SkipReason) -> &'static str {
         SkipReason::NoSubmissions => "no updates",
         SkipReason::TooFewSubmissions => "too few updates",
         SkipReason::ExtensionsExhausted => "too few updates after every extension",
+        SkipReason::AllExcluded => "every update was left out by the Gauntlet",
     }
 }
 

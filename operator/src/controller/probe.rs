@@ -38,6 +38,7 @@ impl StatusProbe for GrpcProbe {
                 .get_status(GetStatusRequest {
                     // The status needs the newest round only; a long run's history is large.
                     history_limit: 1,
+                    include_spec: false,
                 })
                 .await
                 .map(tonic::Response::into_inner)

@@ -1,45 +1,12 @@
 //! What the IO layer tells the round state machine ([`Event`]) and what the machine decides in
 //! return ([`Decision`]).
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 /// SHA-256 of a payload: a peer's submission or a round's stored aggregate.
 pub type Digest = [u8; 32];
 
-/// A peer's identity: the hex of a hash of its ed25519 public key, derived by the IO layer.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PeerId(String);
-
-impl PeerId {
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for PeerId {
-    fn from(id: String) -> Self {
-        Self(id)
-    }
-}
-
-impl From<&str> for PeerId {
-    fn from(id: &str) -> Self {
-        Self(id.to_owned())
-    }
-}
+pub use tributary_gauntlet::PeerId;
 
 /// An input to the machine. Times are milliseconds on the IO layer's clock; the machine never
 /// reads a clock itself.
@@ -67,6 +34,9 @@ pub enum Event {
     Tick { now_ms: u64 },
     /// The IO layer stored the aggregate of `round` that the machine asked for.
     AggregateStored { round: u64, digest: Digest },
+    /// The IO layer judged every accepted update of `round` unfit to aggregate (Gauntlet):
+    /// the round ends without an aggregate.
+    NothingSelected { round: u64 },
 }
 
 /// A hash of a peer's parameters at a model version (the bytes are the peer's, bounded in size
@@ -227,14 +197,17 @@ pub enum SkipReason {
     TooFewSubmissions,
     /// Straggler policy `extend`, and fewer than `minPeers` after the last extension.
     ExtensionsExhausted,
+    /// Every accepted update was left out by the Gauntlet (checks, scores or standing).
+    AllExcluded,
 }
 
 impl SkipReason {
     /// Every reason, for the label mapping's tests.
-    pub const ALL: [SkipReason; 3] = [
+    pub const ALL: [SkipReason; 4] = [
         Self::NoSubmissions,
         Self::TooFewSubmissions,
         Self::ExtensionsExhausted,
+        Self::AllExcluded,
     ];
 
     /// The reason of a stored label ([`label`](Self::label) read back).
@@ -254,6 +227,7 @@ impl SkipReason {
             Self::NoSubmissions => W::NoSubmissions,
             Self::TooFewSubmissions => W::TooFewSubmissions,
             Self::ExtensionsExhausted => W::ExtensionsExhausted,
+            Self::AllExcluded => W::AllExcluded,
         }
     }
 
@@ -263,6 +237,7 @@ impl SkipReason {
             Self::NoSubmissions => "no-submissions",
             Self::TooFewSubmissions => "too-few-submissions",
             Self::ExtensionsExhausted => "extensions-exhausted",
+            Self::AllExcluded => "all-excluded",
         }
     }
 }

@@ -76,6 +76,9 @@ struct Round {
     /// Round members who may still submit: neither submitted, left nor expired.
     pending: BTreeSet<PeerId>,
     accepted: BTreeMap<PeerId, Digest>,
+    /// Its members when it opened, sorted: a member's position is its data assignment (slot).
+    #[serde(default)]
+    members: Vec<PeerId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +244,7 @@ impl Coordinator {
             }
             Event::Tick { now_ms } => self.advance(now_ms),
             Event::AggregateStored { round, digest } => self.publish(round, digest, &mut out),
+            Event::NothingSelected { round } => self.reject_all(round, &mut out),
         }
         self.settle(&mut out);
         out
@@ -428,6 +432,15 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The closed round being aggregated: its number and its members in slot order.
+    pub fn aggregating_round(&self) -> Option<(u64, &[PeerId])> {
+        let round = self
+            .round
+            .as_ref()
+            .filter(|r| r.stage == Stage::Aggregating)?;
+        Some((round.number, &round.members))
+    }
+
     /// The open round: number, deadline and the peers it was opened for.
     pub fn open_round(&self) -> Option<(u64, u64, Vec<PeerId>)> {
         let round = self.round.as_ref().filter(|r| r.stage == Stage::Open)?;
@@ -481,6 +494,20 @@ impl Coordinator {
         out.push(Decision::Published { round, digest });
     }
 
+    /// Ends the aggregating `round` without an aggregate: the Gauntlet left out every update.
+    fn reject_all(&mut self, round: u64, out: &mut Vec<Decision>) {
+        if self
+            .round
+            .take_if(|current| current.number == round && current.stage == Stage::Aggregating)
+            .is_none()
+        {
+            return;
+        }
+        let reason = SkipReason::AllExcluded;
+        self.skipped.push(SkippedRound { round, reason });
+        out.push(Decision::RoundSkipped { round, reason });
+    }
+
     /// The rules that depend on time and membership, after every event: silent members expire;
     /// the open round closes if it is complete or past its deadline; the next round opens if
     /// none is running and enough members are present.
@@ -490,8 +517,8 @@ impl Coordinator {
         if let Some(round) = &self.round
             && round.stage == Stage::Open
         {
-            let complete = round.pending.is_empty()
-                || round.accepted.len() >= self.policy.max_peers() as usize;
+            let complete =
+                round.pending.is_empty() || round.accepted.len() >= self.policy.accepts() as usize;
             if complete {
                 self.close(Close::Complete, out);
             } else if self.clock_ms >= round.deadline_ms {
@@ -557,6 +584,7 @@ impl Coordinator {
             deadline_ms,
             members: pending.iter().cloned().collect(),
         });
+        let members = pending.iter().cloned().collect();
         self.round = Some(Round {
             number,
             deadline_ms,
@@ -564,6 +592,7 @@ impl Coordinator {
             stage: Stage::Open,
             pending,
             accepted: BTreeMap::new(),
+            members,
         });
     }
 }

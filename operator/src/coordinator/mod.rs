@@ -5,6 +5,7 @@
 
 mod admission;
 mod event;
+mod judge;
 mod machine;
 mod policy;
 mod run;
@@ -19,6 +20,7 @@ mod tests;
 pub use event::{
     Decision, Digest, Event, Fingerprint, PeerId, RefuseReason, RejectReason, SkipReason,
 };
+pub use judge::GauntletState;
 pub use machine::{
     Contribution, Coordinator, FINGERPRINT_VERSIONS, LiveState, Phase, PublishedRound,
     RESYNC_QUORUM, SkippedRound,

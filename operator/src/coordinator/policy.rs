@@ -20,6 +20,10 @@ pub struct RoundPolicy {
     straggler_policy: StragglerPolicy,
     max_extensions: u32,
     heartbeat_timeout_ms: u64,
+    /// Rounds are judged (`scoring.enabled`): every member may submit and the Gauntlet picks
+    /// `max_peers` of them by rating; otherwise the first `max_peers` accepted close the round.
+    #[serde(default)]
+    selects: bool,
 }
 
 impl RoundPolicy {
@@ -28,9 +32,19 @@ impl RoundPolicy {
         self.min_peers
     }
 
-    /// Most submissions accepted (and aggregated) per round.
+    /// Most submissions aggregated per round.
     pub fn max_peers(&self) -> u32 {
         self.max_peers
+    }
+
+    /// Most submissions accepted per round: every member's when rounds are judged (so arrival
+    /// order never decides who is aggregated), else `max_peers`.
+    pub fn accepts(&self) -> u32 {
+        if self.selects {
+            self.capacity()
+        } else {
+            self.max_peers
+        }
     }
 
     /// Members beyond `max_peers`: they train too and stand in for peers that fail.
@@ -104,6 +118,7 @@ impl TryFrom<&ParticipationSpec> for RoundPolicy {
             straggler_policy: spec.straggler_policy,
             max_extensions: MAX_EXTENSIONS,
             heartbeat_timeout_ms: ms(spec.heartbeat_timeout_seconds),
+            selects: spec.scoring.enabled,
         })
     }
 }

@@ -10,16 +10,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use tokio::sync::broadcast;
 use tracing::{error, info, info_span, warn};
-use tributary_codec::{Aggregator, ContributionView, encode_aggregate};
+use tributary_codec::{Aggregator, ContributionView, decode, encode_aggregate};
 use tributary_crds::TrainingRunSpec;
+use tributary_gauntlet::ledger::{Ledger, ValidatorScore};
+use tributary_gauntlet::selection::ValidatorReport;
 use tributary_proto::identity;
 use tributary_proto::v1alpha1::{
     AggregatePublished, RoundEvent, RoundOpened, RoundSkipped, round_event,
 };
 
 use super::admission::{ContributionCheck, default_checks};
+use super::judge::{Candidate, GauntletState, share};
 use super::run::RunConfig;
-use super::store::{RoundRecord, RunRecord, Store, UpdateMeta};
+use super::store::{RoundRecord, RunRecord, SelectionRecord, Store, UpdateMeta};
 use super::{Coordinator, Decision, Event, PeerId, Phase, SkipReason};
 
 /// Wall-clock milliseconds since the Unix epoch: the machine's time base, so deadlines in round
@@ -33,9 +36,28 @@ pub fn now_ms() -> u64 {
 /// What an event carries into the store with the machine state.
 pub enum Attach<'a> {
     Nothing,
-    Peer { key: &'a [u8] },
-    Update { payload: &'a [u8], meta: UpdateMeta },
-    Aggregate { blob: &'a [u8], record: RoundRecord },
+    Peer {
+        key: &'a [u8],
+    },
+    Update {
+        payload: &'a [u8],
+        meta: UpdateMeta,
+    },
+    /// A judged round: its aggregate (none when the Gauntlet left out every update), its
+    /// record and the Gauntlet's state after it.
+    Judged {
+        blob: Option<&'a [u8]>,
+        record: RoundRecord,
+        gauntlet: Option<&'a GauntletState>,
+    },
+}
+
+/// A closed round, judged and (when anything was selected) aggregated: what
+/// [`Attach::Judged`] stores.
+struct JudgedRound {
+    blob: Option<Vec<u8>>,
+    record: RoundRecord,
+    gauntlet: Option<GauntletState>,
 }
 
 /// Per-peer counters for status.
@@ -75,6 +97,13 @@ pub struct Shared {
     pub checks: Vec<Box<dyn ContributionCheck>>,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// The closed round that is waiting for validator scores, if one is.
+    scoring: Mutex<Option<u64>>,
+    /// Wakes the wait for scores when a validator delivers.
+    scores_in: tokio::sync::Notify,
+    /// Ratings and standings after the last judged round (a copy of the stored state's, for
+    /// status).
+    ledger: Mutex<Ledger>,
 }
 
 impl Shared {
@@ -137,6 +166,7 @@ impl Shared {
             }
         };
         let (events, _) = broadcast::channel(1024);
+        let ledger = store.gauntlet()?.map(|g| g.ledger).unwrap_or_default();
         Ok(Arc::new(Self {
             run,
             store,
@@ -151,7 +181,28 @@ impl Shared {
             checks: default_checks(),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            scoring: Mutex::new(None),
+            scores_in: tokio::sync::Notify::new(),
+            ledger: Mutex::new(ledger),
         }))
+    }
+
+    /// Ratings and standings after the last judged round.
+    pub fn ledger(&self) -> Ledger {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The closed round that takes validator scores now, if any.
+    pub fn scoring_round(&self) -> Option<u64> {
+        *self.scoring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A validator delivered scores: the wait for them looks again.
+    pub fn scores_delivered(&self) {
+        self.scores_in.notify_one();
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Core> {
@@ -223,19 +274,26 @@ impl Shared {
         self.persist(core, &decisions, &attach, !quiet)?;
         count(core, &decisions);
         log(&decisions);
-        if let Attach::Aggregate { blob, record } = &attach
-            && decisions
-                .iter()
-                .any(|d| matches!(d, Decision::Published { round, .. } if *round == record.round))
+        if let Attach::Judged {
+            blob,
+            record,
+            gauntlet,
+        } = &attach
+            && decisions.iter().any(|d| ends(d, record.round))
         {
-            info!(
-                round = record.round,
-                model_version = record.model_version,
-                bytes = blob.len(),
-                loss = record.mean_loss,
-                "aggregate stored"
-            );
-            self.keep_newest(record, blob);
+            if let Some(blob) = blob {
+                info!(
+                    round = record.round,
+                    model_version = record.model_version,
+                    bytes = blob.len(),
+                    loss = record.mean_loss,
+                    "aggregate stored"
+                );
+                self.keep_newest(record, blob);
+            }
+            if let Some(g) = gauntlet {
+                *self.ledger.lock().unwrap_or_else(|p| p.into_inner()) = g.ledger.clone();
+            }
         }
         for event in self.announcements(core, &decisions, &attach) {
             // No subscribers is fine: watchers catch up from the store.
@@ -273,15 +331,20 @@ impl Shared {
                         .accept_update(machine, *round, peer.as_str(), payload, meta)?;
                     saved = true;
                 }
-                (Decision::RoundSkipped { round, reason }, _) => {
-                    let record = skipped_record(*round, *reason, machine.model_version());
-                    self.store.end_round(machine, &record, None)?;
+                (
+                    Decision::RoundSkipped { round, .. } | Decision::Published { round, .. },
+                    Attach::Judged {
+                        blob,
+                        record,
+                        gauntlet,
+                    },
+                ) if record.round == *round => {
+                    self.store.end_round(machine, record, *blob, *gauntlet)?;
                     saved = true;
                 }
-                (Decision::Published { round, .. }, Attach::Aggregate { blob, record })
-                    if record.round == *round =>
-                {
-                    self.store.end_round(machine, record, Some(blob))?;
+                (Decision::RoundSkipped { round, reason }, _) => {
+                    let record = skipped_record(*round, *reason, machine.model_version());
+                    self.store.end_round(machine, &record, None, None)?;
                     saved = true;
                 }
                 _ => {}
@@ -312,13 +375,13 @@ impl Shared {
                     },
                     _,
                 ) => Some(self.opened_event(*round, *deadline_ms, members, version)),
-                (Decision::RoundSkipped { round, reason }, _) => {
-                    Some(skipped_event(&skipped_record(*round, *reason, version)))
-                }
-                (Decision::Published { round, .. }, Attach::Aggregate { record, .. })
+                (Decision::Published { round, .. }, Attach::Judged { record, .. })
                     if record.round == *round =>
                 {
                     Some(published_event(record))
+                }
+                (Decision::RoundSkipped { round, reason }, _) => {
+                    Some(skipped_event(&skipped_record(*round, *reason, version)))
                 }
                 _ => None,
             })
@@ -394,65 +457,286 @@ impl Shared {
             error!(round, "aggregation needs the coordinator's runtime");
             return;
         };
-        // Off the async threads: decoding and aggregating is CPU work. The result is stored
-        // through the one commit path, like every other change.
-        tokio::task::spawn_blocking(move || {
-            let _span = info_span!("aggregate", round).entered();
-            let stored = shared.aggregate(round).and_then(|(blob, mut record)| {
-                let digest = identity::sha256(&blob);
-                runtime.block_on(shared.commit(move |s, core| {
-                    record.model_version = core.machine.model_version() + 1;
-                    let attach = Attach::Aggregate {
-                        blob: &blob,
-                        record,
-                    };
-                    s.apply(core, Event::AggregateStored { round, digest }, attach)
-                }))
+        runtime.clone().spawn(async move {
+            shared.await_scores(round).await;
+            // Off the async threads: decoding, judging and aggregating is CPU work. The result
+            // is stored through the one commit path, like every other change.
+            let job = tokio::task::spawn_blocking(move || {
+                let _span = info_span!("aggregate", round).entered();
+                let stored = shared.judge_round(round).and_then(|judged| {
+                    runtime.block_on(shared.commit(move |s, core| {
+                        let JudgedRound {
+                            blob,
+                            mut record,
+                            gauntlet,
+                        } = judged;
+                        let event = match &blob {
+                            Some(b) => {
+                                record.model_version = core.machine.model_version() + 1;
+                                Event::AggregateStored {
+                                    round,
+                                    digest: identity::sha256(b),
+                                }
+                            }
+                            None => {
+                                record.model_version = core.machine.model_version();
+                                Event::NothingSelected { round }
+                            }
+                        };
+                        let attach = Attach::Judged {
+                            blob: blob.as_deref(),
+                            record,
+                            gauntlet: gauntlet.as_ref(),
+                        };
+                        s.apply(core, event, attach)
+                    }))
+                });
+                if let Err(e) = stored {
+                    error!(round, "aggregation failed: {e:#}");
+                }
             });
-            if let Err(e) = stored {
-                error!(round, "aggregation failed: {e:#}");
+            if let Err(e) = job.await {
+                error!(round, "aggregation task failed: {e}");
             }
         });
     }
 
-    /// The aggregate of `round`'s stored updates and its record (the model version is set when
-    /// it is committed).
-    fn aggregate(&self, round: u64) -> anyhow::Result<(Vec<u8>, RoundRecord)> {
+    /// With validators, a closed round takes their scores until every validator delivered or
+    /// `validatorWindowSeconds` passed (counted again from a restart).
+    async fn await_scores(&self, round: u64) {
+        if self.run.gauntlet.is_none() || self.run.validators.is_empty() {
+            return;
+        }
+        let window = u64::from(
+            self.run
+                .spec()
+                .participation
+                .scoring
+                .validator_window_seconds,
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(window);
+        *self.scoring.lock().unwrap_or_else(|p| p.into_inner()) = Some(round);
+        loop {
+            let delivered = self.store.scores(round).map_or(0, |s| s.len());
+            if delivered >= self.run.validators.len() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, self.scores_in.notified())
+                .await
+                .is_err()
+            {
+                warn!(
+                    round,
+                    delivered,
+                    expected = self.run.validators.len(),
+                    "validator window closed"
+                );
+                break;
+            }
+        }
+        *self.scoring.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The candidates a validator evaluates in `round` (its share of the accepted updates).
+    pub fn validator_share(&self, round: u64, validator_key: &[u8]) -> anyhow::Result<Vec<PeerId>> {
+        let peers: Vec<PeerId> = self
+            .store
+            .candidates(round)?
+            .into_iter()
+            .map(|(p, _)| PeerId::from(p))
+            .collect();
+        let n = self
+            .run
+            .spec()
+            .participation
+            .scoring
+            .candidates_per_validator;
+        Ok(share(round, validator_key, &peers, n))
+    }
+
+    /// The validators' scores of `round` per candidate, and what they delivered.
+    fn round_scores(
+        &self,
+        round: u64,
+        candidates: &[PeerId],
+    ) -> anyhow::Result<(BTreeMap<PeerId, Vec<ValidatorScore>>, ValidatorReport)> {
+        if self.run.validators.is_empty() {
+            return Ok((BTreeMap::new(), ValidatorReport::NoValidators));
+        }
+        let per = self
+            .run
+            .spec()
+            .participation
+            .scoring
+            .candidates_per_validator;
+        let expected: std::collections::BTreeSet<PeerId> = self
+            .run
+            .validators
+            .iter()
+            .flat_map(|(key, _)| share(round, key, candidates, per))
+            .collect();
+        let mut scores: BTreeMap<PeerId, Vec<ValidatorScore>> = BTreeMap::new();
+        for (_, by_peer) in self.store.scores(round)? {
+            for (peer, s) in by_peer {
+                scores
+                    .entry(PeerId::from(peer))
+                    .or_default()
+                    .push(ValidatorScore {
+                        score: s.score,
+                        own_better: s.improvement_own > s.improvement_random,
+                        steps_behind: None,
+                    });
+            }
+        }
+        let scored = expected.iter().filter(|p| scores.contains_key(*p)).count();
+        let report = ValidatorReport::Expected {
+            expected: expected.len(),
+            scored,
+        };
+        Ok((scores, report))
+    }
+
+    /// Judges `round`'s stored updates (the Gauntlet, unless scoring is off) and aggregates the
+    /// selected ones with their weights; the model version is set when it is committed.
+    fn judge_round(&self, round: u64) -> anyhow::Result<JudgedRound> {
         let started = std::time::Instant::now();
         let updates = self.store.updates(round)?;
         let limits = self.run.plan.tensors().update_limits();
+        let members: Vec<PeerId> = {
+            let core = self.lock();
+            match core.machine.aggregating_round() {
+                Some((r, members)) if r == round => members.to_vec(),
+                _ => Vec::new(),
+            }
+        };
+        // (index into updates, weight) of the aggregated ones, and every update's fate.
+        let (chosen, selection, degraded, gauntlet) = match &self.run.gauntlet {
+            None => (
+                (0..updates.len()).map(|i| (i, 1.0f32)).collect::<Vec<_>>(),
+                updates
+                    .iter()
+                    .map(|(peer, _, _)| SelectionRecord {
+                        peer: peer.clone(),
+                        weight: 1.0 / updates.len().max(1) as f32,
+                        excluded: String::new(),
+                        score: None,
+                    })
+                    .collect::<Vec<_>>(),
+                "scoring-disabled".to_owned(),
+                None,
+            ),
+            Some(cfg) => {
+                let mut state = self.store.gauntlet()?.unwrap_or_else(GauntletState::new);
+                let candidates = updates
+                    .iter()
+                    .map(|(peer, payload, meta)| {
+                        Ok(Candidate {
+                            peer: PeerId::from(peer.as_str()),
+                            update: decode(payload, &limits)
+                                .with_context(|| format!("stored update of {peer}"))?,
+                            accepted_ms: meta.accepted_unix_millis,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let peers: Vec<PeerId> = candidates.iter().map(|c| c.peer.clone()).collect();
+                let (scores, report) = self.round_scores(round, &peers)?;
+                let judged = state.judge(cfg, &candidates, &members, &scores, report);
+                let s = &judged.selection;
+                let chosen = s
+                    .selected
+                    .iter()
+                    .filter_map(|sel| {
+                        let i = peers.iter().position(|p| *p == sel.peer)?;
+                        Some((i, sel.weight))
+                    })
+                    .collect();
+                let records = peers
+                    .iter()
+                    .map(|p| SelectionRecord {
+                        peer: p.to_string(),
+                        weight: s
+                            .selected
+                            .iter()
+                            .find(|sel| sel.peer == *p)
+                            .map_or(0.0, |sel| sel.weight),
+                        excluded: s
+                            .unselected
+                            .get(p)
+                            .map_or(String::new(), |u| u.label().to_owned()),
+                        score: judged.scores.get(p).map(|v| v.score),
+                    })
+                    .collect();
+                let degraded = s.degraded.map_or(String::new(), |d| d.label().to_owned());
+                for (peer, why) in &s.unselected {
+                    if why.is_exclusion() {
+                        info!(round, %peer, reason = why.label(), "update excluded");
+                    }
+                }
+                (chosen, records, degraded, Some(state))
+            }
+        };
+        let picked: Vec<&(String, Vec<u8>, UpdateMeta)> =
+            chosen.iter().filter_map(|(i, _)| updates.get(*i)).collect();
+        let n = picked.len().max(1) as f64;
+        let mut record = RoundRecord {
+            round,
+            published: !picked.is_empty(),
+            skip_reason: String::new(),
+            peers: picked.iter().map(|u| u.0.clone()).collect(),
+            mean_loss: picked.iter().map(|u| u.2.inner_loss).sum::<f64>() / n,
+            tokens: picked.iter().map(|u| u.2.tokens).sum(),
+            aggregate_bytes: 0,
+            aggregate_sha256: Vec::new(),
+            update_bytes: updates.iter().map(|u| u.2.bytes).sum(),
+            model_version: 0,
+            ended_unix_millis: now_ms(),
+            selection,
+            degraded,
+        };
+        let mut gauntlet = gauntlet;
+        if picked.is_empty() {
+            record.skip_reason = SkipReason::AllExcluded.label().into();
+            warn!(round, "every update was left out; the round is skipped");
+            return Ok(JudgedRound {
+                blob: None,
+                record,
+                gauntlet,
+            });
+        }
         // Straight from the stored encodings, partitioned by chunk bands (memory-bounded:
-        // docs/benchmarks.md, "Aggregation"); every update was fully decoded on receipt.
-        let views = updates
+        // docs/benchmarks.md, "Aggregation").
+        let views = picked
             .iter()
             .map(|(peer, payload, _)| {
                 ContributionView::from_bytes(payload, &limits)
                     .with_context(|| format!("stored update of {peer}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let aggregate = Aggregator::new(self.run.plan.rule()).aggregate_views(&views, None)?;
+        let weights: Option<Vec<f32>> = self
+            .run
+            .gauntlet
+            .is_some()
+            .then(|| chosen.iter().map(|(_, w)| *w).collect());
+        let aggregate =
+            Aggregator::new(self.run.plan.rule()).aggregate_views(&views, weights.as_deref())?;
+        if let Some(state) = &mut gauntlet {
+            state.record_aggregate(&aggregate);
+        }
         let blob = encode_aggregate(&aggregate);
-        let n = updates.len().max(1) as f64;
-        let record = RoundRecord {
-            round,
-            published: true,
-            skip_reason: String::new(),
-            peers: updates.iter().map(|u| u.0.clone()).collect(),
-            mean_loss: updates.iter().map(|u| u.2.inner_loss).sum::<f64>() / n,
-            tokens: updates.iter().map(|u| u.2.tokens).sum(),
-            aggregate_bytes: blob.len() as u64,
-            aggregate_sha256: identity::sha256(&blob).to_vec(),
-            update_bytes: updates.iter().map(|u| u.2.bytes).sum(),
-            model_version: 0,
-            ended_unix_millis: now_ms(),
-        };
+        record.aggregate_bytes = blob.len() as u64;
+        record.aggregate_sha256 = identity::sha256(&blob).to_vec();
         info!(
             round,
-            peers = updates.len(),
+            peers = picked.len(),
+            candidates = updates.len(),
             ms = started.elapsed().as_millis() as u64,
             "aggregated"
         );
-        Ok((blob, record))
+        Ok(JudgedRound {
+            blob: Some(blob),
+            record,
+            gauntlet,
+        })
     }
 
     pub fn count_received(&self, bytes: usize) {
@@ -463,6 +747,11 @@ impl Shared {
     pub fn count_sent(&self, bytes: usize) {
         self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+}
+
+/// Whether `d` ends `round` (published or skipped).
+fn ends(d: &Decision, round: u64) -> bool {
+    matches!(d, Decision::Published { round: r, .. } | Decision::RoundSkipped { round: r, .. } if *r == round)
 }
 
 /// Per-peer counters for status.
@@ -534,6 +823,8 @@ fn skipped_record(round: u64, reason: SkipReason, model_version: u64) -> RoundRe
         update_bytes: 0,
         model_version,
         ended_unix_millis: now_ms(),
+        selection: Vec::new(),
+        degraded: String::new(),
     }
 }
 

@@ -10,18 +10,19 @@ use tracing::{Instrument, info, info_span};
 use tributary_proto::identity;
 use tributary_proto::v1alpha1::exchange_server::Exchange;
 use tributary_proto::v1alpha1::{
-    BlobChunk, CheckpointInfo, GetAggregateRequest, GetCheckpointRequest, GetStatusRequest,
-    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, ListCheckpointsRequest,
+    BlobChunk, Candidate, CheckpointInfo, GetAggregateRequest, GetCandidateRequest,
+    GetCheckpointRequest, GetStatusRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
+    JoinResponse, ListCandidatesRequest, ListCandidatesResponse, ListCheckpointsRequest,
     ListCheckpointsResponse, PeerStatus, PutCheckpointMessage, PutCheckpointResponse, RoundEvent,
-    RoundSummary, RunPhase, RunStatus, SubmitScoresRequest, SubmitScoresResponse,
-    SubmitUpdateMessage, SubmitUpdateResponse, WatchRoundsRequest, put_checkpoint_message,
-    round_event, submit_update_message,
+    RoundSummary, RunPhase, RunStatus, ScoresRejectReason, Selection, SubmitScoresRequest,
+    SubmitScoresResponse, SubmitUpdateMessage, SubmitUpdateResponse, WatchRoundsRequest,
+    put_checkpoint_message, round_event, submit_update_message,
 };
 use tributary_proto::{CHUNK_BYTES, is_compatible};
 
 use super::admission::{self, Reject};
 use super::server::{Attach, Shared, history_event, now_ms, wire_skip_reason};
-use super::store::{CheckpointRecord, UpdateMeta};
+use super::store::{CheckpointRecord, ScoreRecord, UpdateMeta};
 use super::{Decision, Event, Fingerprint, PeerId, Phase};
 
 /// A join signature older or newer than this is refused (replay protection; clocks must be
@@ -30,6 +31,8 @@ const JOIN_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 const HEARTBEAT_INTERVAL_MS: u32 = 2000;
 /// Fingerprints are hex digests; anything longer is refused rather than kept in memory.
 const MAX_FINGERPRINT_BYTES: usize = 128;
+/// Longest a validator's ListCandidates waits for its round to close.
+const MAX_CANDIDATES_WAIT_MS: u32 = 30_000;
 
 pub struct ExchangeService {
     shared: Arc<Shared>,
@@ -378,6 +381,7 @@ impl Exchange for ExchangeService {
                 inner_loss: header.inner_loss,
                 tokens: header.tokens,
                 bytes: payload.len() as u64,
+                accepted_unix_millis: arrived_ms,
             };
             let decisions = shared
                 .commit(move |shared, core| {
@@ -529,13 +533,204 @@ impl Exchange for ExchangeService {
         }))
     }
 
+    async fn list_candidates(
+        &self,
+        request: Request<ListCandidatesRequest>,
+    ) -> Result<Response<ListCandidatesResponse>, Status> {
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        let message = identity::candidates_message(
+            &r.run_id,
+            r.round,
+            &r.validator_public_key,
+            "",
+            r.unix_millis,
+        );
+        self.validator(
+            &r.run_id,
+            &r.validator_public_key,
+            r.unix_millis,
+            &message,
+            &r.signature,
+        )?;
+        let wait = r.wait_millis.min(MAX_CANDIDATES_WAIT_MS);
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(wait.into());
+        while self.shared.scoring_round() != Some(r.round) {
+            if tokio::time::Instant::now() >= until {
+                return Ok(Response::new(ListCandidatesResponse {
+                    round: r.round,
+                    ready: false,
+                    ..ListCandidatesResponse::default()
+                }));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (model_version, members) = {
+            let core = self.shared.lock();
+            let members = match core.machine.aggregating_round() {
+                Some((round, members)) if round == r.round => members.to_vec(),
+                _ => Vec::new(),
+            };
+            (core.machine.model_version(), members)
+        };
+        let mine = self
+            .shared
+            .validator_share(r.round, &r.validator_public_key)
+            .map_err(internal)?;
+        let metas = self.shared.store.candidates(r.round).map_err(internal)?;
+        let candidates = mine
+            .iter()
+            .filter_map(|peer| {
+                let slot = members.iter().position(|m| m == peer)?;
+                let (_, meta) = metas.iter().find(|(p, _)| p == peer.as_str())?;
+                Some((peer, slot, meta))
+            })
+            .map(|(peer, slot, meta)| Candidate {
+                peer_id: peer.to_string(),
+                slot: slot as u32,
+                payload_bytes: meta.bytes,
+                payload_sha256: Vec::new(),
+            })
+            .collect();
+        Ok(Response::new(ListCandidatesResponse {
+            round: r.round,
+            ready: true,
+            model_version,
+            candidates,
+            members: members.len() as u32,
+        }))
+    }
+
+    type GetCandidateStream = BlobStream;
+
+    async fn get_candidate(
+        &self,
+        request: Request<GetCandidateRequest>,
+    ) -> Result<Response<Self::GetCandidateStream>, Status> {
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        let message = identity::candidates_message(
+            &r.run_id,
+            r.round,
+            &r.validator_public_key,
+            &r.peer_id,
+            r.unix_millis,
+        );
+        self.validator(
+            &r.run_id,
+            &r.validator_public_key,
+            r.unix_millis,
+            &message,
+            &r.signature,
+        )?;
+        if self.shared.scoring_round() != Some(r.round) {
+            return Err(Status::failed_precondition(format!(
+                "round {} is not waiting for scores",
+                r.round
+            )));
+        }
+        let mine = self
+            .shared
+            .validator_share(r.round, &r.validator_public_key)
+            .map_err(internal)?;
+        if !mine.iter().any(|p| p.as_str() == r.peer_id) {
+            return Err(Status::not_found(format!(
+                "{} is not among this validator's candidates of round {}",
+                r.peer_id, r.round
+            )));
+        }
+        let payload = self
+            .shared
+            .store
+            .update(r.round, &r.peer_id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("the update is gone (the round ended)"))?;
+        let sha = identity::sha256(&payload);
+        Ok(self.send_blob(payload.into(), &sha))
+    }
+
     async fn submit_scores(
         &self,
-        _request: Request<SubmitScoresRequest>,
+        request: Request<SubmitScoresRequest>,
     ) -> Result<Response<SubmitScoresResponse>, Status> {
-        Err(Status::unimplemented(
-            "validator scores are not taken by this coordinator version",
-        ))
+        let r = request.into_inner();
+        check_version(r.version.as_ref())?;
+        let message = identity::scores_message(
+            &r.run_id,
+            r.round,
+            &r.validator_public_key,
+            r.unix_millis,
+            &r.scores,
+        );
+        let validator = self
+            .validator(
+                &r.run_id,
+                &r.validator_public_key,
+                r.unix_millis,
+                &message,
+                &r.signature,
+            )?
+            .to_owned();
+        let refuse = |reason: ScoresRejectReason, message: String| {
+            info!(%validator, round = r.round, ?reason, "scores refused");
+            Ok(Response::new(SubmitScoresResponse {
+                accepted: false,
+                reason: reason.into(),
+                message,
+            }))
+        };
+        if self.shared.scoring_round() != Some(r.round) {
+            return refuse(
+                ScoresRejectReason::RoundNotScoring,
+                format!("round {} is not waiting for scores", r.round),
+            );
+        }
+        let delivered = self.shared.store.scores(r.round).map_err(internal)?;
+        if delivered.iter().any(|(v, _)| *v == validator) {
+            return refuse(
+                ScoresRejectReason::Duplicate,
+                "this validator's scores of the round are in".into(),
+            );
+        }
+        let mine = self
+            .shared
+            .validator_share(r.round, &r.validator_public_key)
+            .map_err(internal)?;
+        let mut scores = std::collections::BTreeMap::new();
+        for s in &r.scores {
+            if !mine.iter().any(|p| p.as_str() == s.peer_id) {
+                return refuse(
+                    ScoresRejectReason::NotACandidate,
+                    format!("{} is not among this validator's candidates", s.peer_id),
+                );
+            }
+            let values = [s.score, s.loss_improvement_own, s.loss_improvement_random];
+            if !values.iter().all(|v| v.is_finite()) {
+                return refuse(
+                    ScoresRejectReason::NotFinite,
+                    format!("the score of {} is not finite", s.peer_id),
+                );
+            }
+            scores.insert(
+                s.peer_id.clone(),
+                ScoreRecord {
+                    score: s.score,
+                    improvement_own: s.loss_improvement_own,
+                    improvement_random: s.loss_improvement_random,
+                },
+            );
+        }
+        self.shared
+            .store
+            .put_scores(r.round, &validator, &scores)
+            .map_err(internal)?;
+        self.shared.scores_delivered();
+        info!(%validator, round = r.round, scores = scores.len(), "scores accepted");
+        Ok(Response::new(SubmitScoresResponse {
+            accepted: true,
+            reason: ScoresRejectReason::Unspecified.into(),
+            message: String::new(),
+        }))
     }
 
     async fn get_status(
@@ -547,6 +742,14 @@ impl Exchange for ExchangeService {
             0 => &history[..],
             limit => &history[history.len().saturating_sub(limit)..],
         };
+        let ledger = self.shared.ledger();
+        let cfg = self.shared.run.gauntlet.clone().unwrap_or_default();
+        let last_selected: Vec<&str> = history
+            .iter()
+            .rev()
+            .find(|r| r.published)
+            .map(|r| r.peers.iter().map(String::as_str).collect())
+            .unwrap_or_default();
         let core = self.shared.lock();
         let machine = &core.machine;
         let phase = match machine.phase() {
@@ -566,13 +769,22 @@ impl Exchange for ExchangeService {
             )
             .map(|(id, active)| {
                 let c = core.peers.get(&id).cloned().unwrap_or_default();
+                let peer = PeerId::from(id.as_str());
+                let standing = ledger.standings.get(&peer);
                 PeerStatus {
+                    selected: last_selected.contains(&id.as_str()),
                     peer_id: id,
                     active,
                     last_round_submitted: c.last_round.unwrap_or(0),
                     accepted_updates: c.accepted,
                     rejected_updates: c.rejected,
-                    score: 0.0,
+                    score: ledger.ratings.value(&cfg, &peer),
+                    last_score: standing.last_score,
+                    probationary: standing.probationary(&cfg),
+                    excluded: standing
+                        .exclusion(&cfg)
+                        .map_or(String::new(), |e| e.label().to_owned()),
+                    indicator: standing.indicator_ema,
                 }
             })
             .collect();
@@ -605,14 +817,62 @@ impl Exchange for ExchangeService {
                     aggregate_bytes: r.aggregate_bytes,
                     update_bytes: r.update_bytes,
                     ended_unix_millis: r.ended_unix_millis,
+                    selection: r
+                        .selection
+                        .iter()
+                        .map(|s| Selection {
+                            peer_id: s.peer.clone(),
+                            weight: s.weight,
+                            excluded: s.excluded.clone(),
+                            score: s.score,
+                        })
+                        .collect(),
+                    degraded: r.degraded.clone(),
                 })
                 .collect(),
             total_rounds: self.shared.run.plan.total_rounds().unwrap_or(0),
+            run_spec_json: if request.get_ref().include_spec {
+                String::from_utf8_lossy(&self.shared.run.spec_json).into_owned()
+            } else {
+                String::new()
+            },
         }))
     }
 }
 
 impl ExchangeService {
+    /// The validator (its peer id) behind a signed validator request: the run, a key on the
+    /// run's validator list, a time within the clock skew, and the signature over `message`.
+    fn validator(
+        &self,
+        run_id: &str,
+        key: &[u8],
+        unix_millis: u64,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<&str, Status> {
+        let run = &self.shared.run;
+        if run_id != run.run_id {
+            return Err(Status::not_found(format!(
+                "this coordinator serves run {:?}, not {run_id:?}",
+                run.run_id
+            )));
+        }
+        let Some(validator) = run.validator(key) else {
+            return Err(Status::permission_denied(
+                "not a validator of this run (participation.scoring.validators)",
+            ));
+        };
+        if now_ms().abs_diff(unix_millis) > JOIN_CLOCK_SKEW_MS {
+            return Err(Status::unauthenticated(
+                "request signed more than 5 minutes from the coordinator's clock",
+            ));
+        }
+        identity::verify(key, message, signature)
+            .map_err(|e| Status::unauthenticated(format!("validator signature: {e}")))?;
+        Ok(validator)
+    }
+
     /// A blob as a stream of chunks, made as the stream asks for them.
     fn send_blob(&self, blob: std::sync::Arc<[u8]>, sha256: &[u8]) -> Response<BlobStream> {
         self.shared.count_sent(blob.len());

@@ -6,16 +6,19 @@
 // redb's own error type is large; it only travels on the (rare) failure path.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::judge::GauntletState;
 use super::{Coordinator, LiveState, PublishedRound, SkippedRound};
 
 /// Keys: "machine" (the state machine without its logs, JSON: [`LiveState`]), "run"
-/// ([`RunRecord`], JSON).
+/// ([`RunRecord`], JSON), "gauntlet" (ratings, standings, replay sketches: [`GauntletState`],
+/// JSON, written with each published round).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The machine's logs, appended: position in the log → [`PublishedRound`] / [`SkippedRound`] JSON.
 const PUBLISHED_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("published_log");
@@ -33,6 +36,8 @@ const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 /// Round → checkpoint bytes, and → [`CheckpointRecord`] JSON.
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 const CHECKPOINT_META: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoint_meta");
+/// (round, validator peer id) → that validator's scores of the round (JSON), until it ends.
+const SCORES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("scores");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +65,31 @@ pub struct UpdateMeta {
     pub inner_loss: f64,
     pub tokens: u64,
     pub bytes: u64,
+    /// When the coordinator accepted it: of two near-identical updates the later is the copy.
+    #[serde(default)]
+    pub accepted_unix_millis: u64,
+}
+
+/// One accepted update of a round and what the Gauntlet made of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionRecord {
+    pub peer: String,
+    /// Its share of the aggregate; 0 when left out.
+    pub weight: f32,
+    /// Why it was left out (a check's or standing's label); empty when aggregated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub excluded: String,
+    /// The validators' combined score of it, when any arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+}
+
+/// A validator's score of one candidate, as stored until the round ends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRecord {
+    pub score: f64,
+    pub improvement_own: f64,
+    pub improvement_random: f64,
 }
 
 /// One ended round, published or skipped.
@@ -77,6 +107,12 @@ pub struct RoundRecord {
     /// Aggregates published up to and including this round.
     pub model_version: u64,
     pub ended_unix_millis: u64,
+    /// Every accepted update's fate (empty for skipped rounds and stores from before scoring).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selection: Vec<SelectionRecord>,
+    /// Why the round ran without (all) validator scores; empty when it did not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub degraded: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +207,7 @@ impl Store {
             tx.open_table(ROUNDS)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(CHECKPOINT_META)?;
+            tx.open_table(SCORES)?;
             Ok(())
         })?;
         let len = {
@@ -386,20 +423,31 @@ impl Store {
         Ok(out)
     }
 
-    /// Ends a round: its record, its aggregate (when published) and the machine, atomically;
-    /// the round's updates are dropped (the aggregate supersedes them).
+    /// Ends a round: its record, its aggregate (when published), the Gauntlet's state after it
+    /// and the machine, atomically; the round's updates and scores are dropped (the aggregate
+    /// supersedes them).
     pub fn end_round(
         &self,
         machine: &Coordinator,
         record: &RoundRecord,
         aggregate: Option<&[u8]>,
+        gauntlet: Option<&GauntletState>,
     ) -> Result<()> {
         let r = self.json("round", record)?;
+        let g = gauntlet.map(|g| self.json("gauntlet", g)).transpose()?;
         let round = record.round;
         let peers: Vec<String> = self.updates(round)?.into_iter().map(|u| u.0).collect();
+        let validators: Vec<String> = self.scores(round)?.into_iter().map(|s| s.0).collect();
         self.write_with_machine(machine, |tx| {
             if let Some(a) = aggregate {
                 tx.open_table(AGGREGATES)?.insert(round, a)?;
+            }
+            if let Some(g) = &g {
+                tx.open_table(META)?.insert("gauntlet", g.as_slice())?;
+            }
+            let mut scores = tx.open_table(SCORES)?;
+            for v in &validators {
+                scores.remove((round, v.as_str()))?;
             }
             tx.open_table(ROUNDS)?.insert(round, r.as_slice())?;
             let mut updates = tx.open_table(UPDATES)?;
@@ -410,6 +458,69 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// The Gauntlet's state after the last published round (none before the first).
+    pub fn gauntlet(&self) -> Result<Option<GauntletState>> {
+        self.get_meta("gauntlet")?
+            .map(|b| self.parse("gauntlet", &b))
+            .transpose()
+    }
+
+    /// The peers with an accepted update of `round` and its metadata, sorted by peer (without
+    /// reading the payloads).
+    pub fn candidates(&self, round: u64) -> Result<Vec<(String, UpdateMeta)>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let metas = tx.open_table(UPDATE_META).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in metas
+            .range((round, "")..(round + 1, ""))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (_, peer) = k.value();
+            out.push((peer.to_owned(), self.parse("update meta", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// One accepted update of `round`, while the round has not ended.
+    pub fn update(&self, round: u64, peer: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(UPDATES).map_err(|e| self.err(e))?;
+        let v = t.get((round, peer)).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.value().to_vec()))
+    }
+
+    /// A validator's scores of `round`.
+    pub fn put_scores(
+        &self,
+        round: u64,
+        validator: &str,
+        scores: &BTreeMap<String, ScoreRecord>,
+    ) -> Result<()> {
+        let s = self.json("scores", scores)?;
+        self.write(|tx| {
+            tx.open_table(SCORES)?
+                .insert((round, validator), s.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Every validator's scores of `round`: (validator, peer → score), sorted by validator.
+    pub fn scores(&self, round: u64) -> Result<Vec<(String, BTreeMap<String, ScoreRecord>)>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(SCORES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t
+            .range((round, "")..(round + 1, ""))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (_, validator) = k.value();
+            out.push((validator.to_owned(), self.parse("scores", v.value())?));
+        }
+        Ok(out)
     }
 
     pub fn aggregate(&self, round: u64) -> Result<Option<Vec<u8>>> {
@@ -506,6 +617,7 @@ mod tests {
                 inner_loss: 2.5,
                 tokens: 10,
                 bytes: 3,
+                accepted_unix_millis: 4,
             };
             s.accept_update(&m, 0, "a", &[1, 2, 3], &meta).unwrap();
             s.accept_update(&m, 1, "a", &[4], &meta).unwrap();
@@ -529,8 +641,10 @@ mod tests {
             update_bytes: 3,
             model_version: 1,
             ended_unix_millis: 9,
+            selection: Vec::new(),
+            degraded: String::new(),
         };
-        s.end_round(&m, &record, Some(&[7, 7])).unwrap();
+        s.end_round(&m, &record, Some(&[7, 7]), None).unwrap();
         assert!(
             s.updates(0).unwrap().is_empty(),
             "published updates are dropped"
@@ -579,6 +693,7 @@ mod tests {
                     inner_loss: 1.0,
                     tokens: 1,
                     bytes: 1,
+                    accepted_unix_millis: 0,
                 };
                 s.accept_update(&m, round, peer.as_str(), &[1], &meta)
                     .unwrap();
@@ -599,8 +714,10 @@ mod tests {
                 update_bytes: 3,
                 model_version: round + 1,
                 ended_unix_millis: round,
+                selection: Vec::new(),
+                degraded: String::new(),
             };
-            s.end_round(&m, &record, Some(&[1])).unwrap();
+            s.end_round(&m, &record, Some(&[1]), None).unwrap();
             sizes.push(s.get_meta("machine").unwrap().unwrap().len());
         }
         (m, sizes)

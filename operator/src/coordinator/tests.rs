@@ -10,8 +10,10 @@ const WINDOW_MS: u64 = 10_000;
 const ROUND_MS: u64 = DEADLINE_MS + WINDOW_MS;
 const HEARTBEAT_MS: u64 = 30_000;
 
+/// Unjudged rounds (scoring off): the first `max` accepted close a round, which is what most
+/// rules here are about; `a_judged_round_takes_every_members_update` covers judged ones.
 fn spec(min: u32, max: u32, reserve: u32, straggler: StragglerPolicy) -> ParticipationSpec {
-    ParticipationSpec {
+    let mut spec = ParticipationSpec {
         min_peers: min,
         max_peers: max,
         reserve_peers: reserve,
@@ -20,7 +22,9 @@ fn spec(min: u32, max: u32, reserve: u32, straggler: StragglerPolicy) -> Partici
         heartbeat_timeout_seconds: 30,
         straggler_policy: straggler,
         ..ParticipationSpec::default()
-    }
+    };
+    spec.scoring.enabled = false;
+    spec
 }
 
 fn coordinator(min: u32, max: u32, reserve: u32, straggler: StragglerPolicy) -> Coordinator {
@@ -548,7 +552,7 @@ fn a_peer_that_left_and_rejoined_waits_for_the_next_round() {
 }
 
 #[test]
-fn max_peers_accepted_closes_the_round_and_reserves_are_turned_away() {
+fn max_peers_accepted_closes_an_unjudged_round_and_reserves_are_turned_away() {
     let mut c = round_one(&["a", "b", "c", "d"], 2, 2, 2, StragglerPolicy::Aggregate);
     assert_eq!(
         join(&mut c, "e", 2),
@@ -565,6 +569,32 @@ fn max_peers_accepted_closes_the_round_and_reserves_are_turned_away() {
     assert_eq!(
         submit(&mut c, "c", 1, 5),
         rejected("c", 1, RejectReason::RoundClosed)
+    );
+}
+
+/// A judged round takes every member's update (the Gauntlet picks `maxPeers` of them by
+/// rating): arriving first wins nothing.
+#[test]
+fn a_judged_round_takes_every_members_update() {
+    let mut spec = spec(2, 2, 2, StragglerPolicy::Aggregate);
+    spec.scoring.enabled = true;
+    let mut c = Coordinator::new(RoundPolicy::try_from(spec).unwrap());
+    for name in ["a", "b", "c", "d"] {
+        join(&mut c, name, 0);
+    }
+    // Round 0 opened for a and b, the first two to join.
+    submit(&mut c, "a", 0, 1);
+    submit(&mut c, "b", 0, 1);
+    c.apply(Event::AggregateStored {
+        round: 0,
+        digest: [0; 32],
+    });
+    for (name, t) in [("d", 3), ("a", 4), ("c", 5)] {
+        assert_eq!(submit(&mut c, name, 1, t), vec![accepted(name, 1)]);
+    }
+    assert_eq!(
+        submit(&mut c, "b", 1, 6),
+        vec![accepted("b", 1), aggregate(1, &["a", "b", "c", "d"])]
     );
 }
 
