@@ -41,6 +41,17 @@ pub struct Contribution {
     pub tensors: Vec<CompressedTensor>,
 }
 
+impl Contribution {
+    /// L2 norm of the dequantized values (what the update moves θ by, before any weighting).
+    pub fn norm(&self) -> f64 {
+        let mut sum = 0f64;
+        for t in &self.tensors {
+            t.for_each(|_, v| sum += f64::from(v) * f64::from(v));
+        }
+        sum.sqrt()
+    }
+}
+
 impl SparseTensor {
     /// Values kept per chunk.
     pub fn k(&self) -> usize {

@@ -125,19 +125,34 @@ impl Devnet {
     pub fn start_peer(&self, name: &str, extra: &[&str]) -> Result<Proc> {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
+        let mut args: Vec<std::ffi::OsString> = vec!["--create-key".into(), "--data-dir".into()];
+        args.push(dir.clone().into());
+        args.extend(extra.iter().map(Into::into));
+        self.start_worker("join", name, &dir.join("key"), &args)
+    }
+
+    /// Starts validator `name` with the key at `key` (which the run's manifest lists).
+    pub fn start_validator(&self, name: &str, key: &Path) -> Result<Proc> {
+        self.start_worker("validate", name, key, &[])
+    }
+
+    fn start_worker(
+        &self,
+        command: &str,
+        name: &str,
+        key: &Path,
+        extra: &[std::ffi::OsString],
+    ) -> Result<Proc> {
         let child = Command::new(workspace_binary("tributary-worker")?)
             .args([
-                "join",
+                command,
                 "--coordinator",
                 &self.url()?,
                 "--run-id",
                 &self.run_id,
             ])
             .arg("--key")
-            .arg(dir.join("key"))
-            .arg("--create-key")
-            .arg("--data-dir")
-            .arg(&dir)
+            .arg(key)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

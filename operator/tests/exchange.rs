@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 
-use rand::SeedableRng;
 use tributary_codec::{Aggregator, DecodeLimits, decode, decode_aggregate};
 use tributary_operator::coordinator::RunConfig;
 use tributary_operator::coordinator::Shared;

@@ -39,6 +39,9 @@ pub enum Command {
     PrepareData(PrepareDataArgs),
     /// Joins a run's coordinator as a training peer and trains until the run ends.
     Join(crate::peer::PeerArgs),
+    /// Scores every closed round's updates for a run that lists this key among its validators
+    /// (`participation.scoring.validators`), until the run ends.
+    Validate(crate::peer::validator::ValidateArgs),
     /// Prints a run's phase, round, loss and peers from its coordinator, and this peer's
     /// standing with --key.
     Status(crate::status::StatusArgs),
@@ -210,6 +213,11 @@ impl Cli {
                 .enable_all()
                 .build()?
                 .block_on(crate::peer::run(args)),
+            Command::Validate(args) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(crate::peer::validator::run(args)),
             Command::Status(args) => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?

@@ -65,7 +65,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
 
 async fn ask(args: &StatusArgs) -> Result<RunStatus> {
     let mut client = Client::connect(&args.coordinator).await?;
-    let status = client.status().await?;
+    let status = client.status(false).await?;
     if let Some(expected) = &args.run_id
         && *expected != status.run_id
     {
@@ -82,6 +82,19 @@ async fn ask(args: &StatusArgs) -> Result<RunStatus> {
         bail!("the coordinator names no run");
     }
     Ok(status)
+}
+
+/// A peer's standing in words: excluded (why), on probation, or aggregated last round.
+fn standing(p: &tributary_proto::v1alpha1::PeerStatus) -> String {
+    if !p.excluded.is_empty() {
+        format!("excluded: {}", p.excluded)
+    } else if p.probationary {
+        "probation".to_owned()
+    } else if p.selected {
+        "aggregated".to_owned()
+    } else {
+        "not aggregated last round".to_owned()
+    }
 }
 
 /// The phase as `kubectl get trainingruns` would say it.
@@ -138,22 +151,32 @@ pub fn render(s: &RunStatus, me: Option<&str>) -> String {
         "\npeers: {} active, {} with rejected updates",
         s.active_peers, s.rejected_peers
     );
+    if let Some(last) = s.history.last().filter(|r| !r.degraded.is_empty()) {
+        let _ = write!(
+            out,
+            "\nround {} judged without validator scores: {}",
+            last.round, last.degraded
+        );
+    }
     if !s.peers.is_empty() {
         let _ = write!(
             out,
-            "\n  {:<34} {:<8} {:>8} {:>8} {:>10}",
-            "PEER", "MEMBER", "ACCEPTED", "REJECTED", "LAST ROUND"
+            "\n  {:<34} {:<8} {:>8} {:>8} {:>10} {:>7} {:>10}  {}",
+            "PEER", "MEMBER", "ACCEPTED", "REJECTED", "LAST ROUND", "RATING", "LAST SCORE", "STANDING"
         );
     }
     for p in &s.peers {
         let _ = write!(
             out,
-            "\n  {:<34} {:<8} {:>8} {:>8} {:>10}",
+            "\n  {:<34} {:<8} {:>8} {:>8} {:>10} {:>7.2} {:>10}  {}",
             p.peer_id,
             if p.active { "yes" } else { "no" },
             p.accepted_updates,
             p.rejected_updates,
-            p.last_round_submitted
+            p.last_round_submitted,
+            p.score,
+            p.last_score.map_or("–".to_owned(), |v| format!("{v:.4}")),
+            standing(p)
         );
     }
     if let Some(me) = me {
@@ -162,14 +185,16 @@ pub fn render(s: &RunStatus, me: Option<&str>) -> String {
             Some(p) => {
                 let _ = write!(
                     out,
-                    "{}, {} updates accepted, {} rejected",
+                    "{}, {} updates accepted, {} rejected, rating {:.2} ({})",
                     if p.active {
                         "a member"
                     } else {
                         "no longer a member (join again)"
                     },
                     p.accepted_updates,
-                    p.rejected_updates
+                    p.rejected_updates,
+                    p.score,
+                    standing(p)
                 );
                 if p.accepted_updates + p.rejected_updates > 0 {
                     let _ = write!(out, ", last submitted round {}", p.last_round_submitted);
@@ -205,7 +230,10 @@ mod tests {
                     last_round_submitted: 7,
                     accepted_updates: 6,
                     rejected_updates: 1,
-                    score: 0.0,
+                    score: 1.25,
+                    last_score: Some(0.0123),
+                    selected: true,
+                    ..PeerStatus::default()
                 },
                 PeerStatus {
                     peer_id: "pb".into(),
@@ -227,13 +255,21 @@ mod tests {
         );
         assert_eq!(lines[1], "peers: 2 active, 1 with rejected updates");
         assert!(
-            lines[3].contains("pa") && lines[3].contains("yes"),
+            lines[3].contains("pa")
+                && lines[3].contains("yes")
+                && lines[3].contains("1.25")
+                && lines[3].contains("0.0123")
+                && lines[3].ends_with("aggregated"),
             "{text}"
         );
-        assert!(lines[4].contains("pb") && lines[4].contains("no"), "{text}");
+        assert!(
+            lines[4].contains("pb") && lines[4].contains("no") && lines[4].ends_with("probation"),
+            "{text}"
+        );
         assert_eq!(
             lines[5],
-            "this peer pa: a member, 6 updates accepted, 1 rejected, last submitted round 7"
+            "this peer pa: a member, 6 updates accepted, 1 rejected, rating 1.25 (aggregated), \
+             last submitted round 7"
         );
         let other = render(&status(), Some("pz"));
         assert!(

@@ -212,6 +212,7 @@ impl Exchange for OtherMajor {
     type WatchRoundsStream = tokio_stream::Empty<Result<RoundEvent, Status>>;
     type GetAggregateStream = Blobs;
     type GetCheckpointStream = Blobs;
+    type GetCandidateStream = Blobs;
 
     async fn join(&self, _: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         Err(other_major())
@@ -256,6 +257,18 @@ impl Exchange for OtherMajor {
         &self,
         _: Request<Streaming<PutCheckpointMessage>>,
     ) -> Result<Response<PutCheckpointResponse>, Status> {
+        Err(other_major())
+    }
+    async fn list_candidates(
+        &self,
+        _: Request<ListCandidatesRequest>,
+    ) -> Result<Response<ListCandidatesResponse>, Status> {
+        Err(other_major())
+    }
+    async fn get_candidate(
+        &self,
+        _: Request<GetCandidateRequest>,
+    ) -> Result<Response<Self::GetCandidateStream>, Status> {
         Err(other_major())
     }
     async fn submit_scores(

@@ -143,7 +143,7 @@ impl GauntletState {
             .iter()
             .map(|c| NormCandidate {
                 peer: c.peer.clone(),
-                norm: norm(&c.update),
+                norm: c.update.norm(),
             })
             .collect();
         let order: Vec<CopyCandidate> = candidates
@@ -211,15 +211,6 @@ pub(super) fn share(
     let mut out: Vec<PeerId> = keyed.into_iter().take(n).map(|(_, p)| p.clone()).collect();
     out.sort();
     out
-}
-
-/// L2 norm of an update's dequantized values.
-fn norm(c: &Contribution) -> f64 {
-    let mut sum = 0f64;
-    for t in &c.tensors {
-        t.for_each(|_, v| sum += f64::from(v) * f64::from(v));
-    }
-    sum.sqrt()
 }
 
 /// Several validators' scores of one candidate as one: the median score (robust to one

@@ -432,13 +432,14 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The closed round being aggregated: its number and its members in slot order.
-    pub fn aggregating_round(&self) -> Option<(u64, &[PeerId])> {
+    /// The closed round being aggregated: its number, its members in slot order and the
+    /// digests of its accepted updates.
+    pub fn aggregating_round(&self) -> Option<(u64, &[PeerId], &BTreeMap<PeerId, Digest>)> {
         let round = self
             .round
             .as_ref()
             .filter(|r| r.stage == Stage::Aggregating)?;
-        Some((round.number, &round.members))
+        Some((round.number, &round.members, &round.accepted))
     }
 
     /// The open round: number, deadline and the peers it was opened for.

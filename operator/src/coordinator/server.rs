@@ -605,7 +605,7 @@ impl Shared {
         let members: Vec<PeerId> = {
             let core = self.lock();
             match core.machine.aggregating_round() {
-                Some((r, members)) if r == round => members.to_vec(),
+                Some((r, members, _)) if r == round => members.to_vec(),
                 _ => Vec::new(),
             }
         };

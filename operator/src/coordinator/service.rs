@@ -565,13 +565,15 @@ impl Exchange for ExchangeService {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let (model_version, members) = {
+        let (model_version, members, digests) = {
             let core = self.shared.lock();
-            let members = match core.machine.aggregating_round() {
-                Some((round, members)) if round == r.round => members.to_vec(),
-                _ => Vec::new(),
+            let (members, digests) = match core.machine.aggregating_round() {
+                Some((round, members, digests)) if round == r.round => {
+                    (members.to_vec(), digests.clone())
+                }
+                _ => Default::default(),
             };
-            (core.machine.model_version(), members)
+            (core.machine.model_version(), members, digests)
         };
         let mine = self
             .shared
@@ -583,13 +585,13 @@ impl Exchange for ExchangeService {
             .filter_map(|peer| {
                 let slot = members.iter().position(|m| m == peer)?;
                 let (_, meta) = metas.iter().find(|(p, _)| p == peer.as_str())?;
-                Some((peer, slot, meta))
-            })
-            .map(|(peer, slot, meta)| Candidate {
-                peer_id: peer.to_string(),
-                slot: slot as u32,
-                payload_bytes: meta.bytes,
-                payload_sha256: Vec::new(),
+                let digest = digests.get(peer)?;
+                Some(Candidate {
+                    peer_id: peer.to_string(),
+                    slot: slot as u32,
+                    payload_bytes: meta.bytes,
+                    payload_sha256: digest.to_vec(),
+                })
             })
             .collect();
         Ok(Response::new(ListCandidatesResponse {

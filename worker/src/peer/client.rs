@@ -8,9 +8,11 @@ use tonic::transport::{Channel, Endpoint};
 use tributary_proto::identity::{self, Identity};
 use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{
-    CheckpointInfo, CodecParams, GetAggregateRequest, GetCheckpointRequest, GetStatusRequest,
-    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, PutCheckpointHeader,
-    PutCheckpointMessage, RoundEvent, RunStatus, SubmitUpdateMessage, SubmitUpdateResponse,
+    Candidate, CheckpointInfo, CodecParams, GetAggregateRequest, GetCandidateRequest,
+    GetCheckpointRequest, GetStatusRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
+    JoinResponse, ListCandidatesRequest, ListCandidatesResponse, ListCheckpointsRequest,
+    PeerScore, PutCheckpointHeader, PutCheckpointMessage, RoundEvent, RunStatus,
+    SubmitScoresRequest, SubmitScoresResponse, SubmitUpdateMessage, SubmitUpdateResponse,
     UpdateHeader, WatchRoundsRequest, put_checkpoint_message, submit_update_message,
 };
 use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
@@ -54,9 +56,7 @@ impl Client {
 
     /// Joins; a refusal that retrying cannot fix is a [`Permanent`] error.
     pub(crate) async fn join(&mut self, id: &Identity, run_id: &str) -> Result<JoinResponse> {
-        let unix_millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let unix_millis = unix_millis();
         let key = id.public_key();
         let signature = id.sign(&identity::join_message(run_id, &key, unix_millis));
         let response = self
@@ -83,13 +83,115 @@ impl Client {
         Ok(response)
     }
 
-    /// The run's status (`GetStatus`), with the newest round of its history.
-    pub(crate) async fn status(&mut self) -> Result<RunStatus> {
+    /// The run's status (`GetStatus`), with the newest round of its history (and the run's
+    /// spec when `with_spec`).
+    pub(crate) async fn status(&mut self, with_spec: bool) -> Result<RunStatus> {
         Ok(self
             .inner
-            .get_status(GetStatusRequest { history_limit: 1 })
+            .get_status(GetStatusRequest {
+                history_limit: 1,
+                include_spec: with_spec,
+            })
             .await
             .context("asking the coordinator for the run's status")?
+            .into_inner())
+    }
+
+    /// The newest checkpoint the coordinator holds, if any.
+    pub(crate) async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointInfo>> {
+        Ok(self
+            .inner
+            .list_checkpoints(ListCheckpointsRequest {
+                version: Some(PROTOCOL_VERSION),
+            })
+            .await
+            .context("listing the run's checkpoints")?
+            .into_inner()
+            .checkpoints
+            .into_iter()
+            .max_by_key(|c| c.model_version))
+    }
+
+    /// A validator's share of a closed round's candidates; waits up to `wait` for the round
+    /// to close.
+    pub(crate) async fn list_candidates(
+        &mut self,
+        id: &Identity,
+        run_id: &str,
+        round: u64,
+        wait: Duration,
+    ) -> Result<ListCandidatesResponse> {
+        let key = id.public_key();
+        let t = unix_millis();
+        Ok(self
+            .inner
+            .list_candidates(ListCandidatesRequest {
+                version: Some(PROTOCOL_VERSION),
+                run_id: run_id.into(),
+                validator_public_key: key.to_vec(),
+                round,
+                wait_millis: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+                unix_millis: t,
+                signature: id.sign(&identity::candidates_message(run_id, round, &key, "", t)),
+            })
+            .await
+            .with_context(|| format!("listing the candidates of round {round}"))?
+            .into_inner())
+    }
+
+    /// One candidate's payload, verified against the digest the listing gave.
+    pub(crate) async fn candidate(
+        &mut self,
+        id: &Identity,
+        run_id: &str,
+        round: u64,
+        c: &Candidate,
+    ) -> Result<Vec<u8>> {
+        let key = id.public_key();
+        let t = unix_millis();
+        let stream = self
+            .inner
+            .get_candidate(GetCandidateRequest {
+                version: Some(PROTOCOL_VERSION),
+                run_id: run_id.into(),
+                validator_public_key: key.to_vec(),
+                round,
+                peer_id: c.peer_id.clone(),
+                unix_millis: t,
+                signature: id.sign(&identity::candidates_message(
+                    run_id, round, &key, &c.peer_id, t,
+                )),
+            })
+            .await
+            .with_context(|| format!("fetching the update of {} in round {round}", c.peer_id))?
+            .into_inner();
+        let what = format!("update of {} in round {round}", c.peer_id);
+        download(stream, &c.payload_sha256, &what).await
+    }
+
+    /// A validator's signed scores of `round`.
+    pub(crate) async fn submit_scores(
+        &mut self,
+        id: &Identity,
+        run_id: &str,
+        round: u64,
+        scores: Vec<PeerScore>,
+    ) -> Result<SubmitScoresResponse> {
+        let key = id.public_key();
+        let t = unix_millis();
+        Ok(self
+            .inner
+            .submit_scores(SubmitScoresRequest {
+                version: Some(PROTOCOL_VERSION),
+                round,
+                signature: id.sign(&identity::scores_message(run_id, round, &key, t, &scores)),
+                scores,
+                run_id: run_id.into(),
+                validator_public_key: key.to_vec(),
+                unix_millis: t,
+            })
+            .await
+            .with_context(|| format!("submitting the scores of round {round}"))?
             .into_inner())
     }
 
@@ -228,6 +330,12 @@ impl Client {
         }
         Ok(())
     }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Reassembles a chunked blob, checking offsets, the declared size and the SHA-256 (both the

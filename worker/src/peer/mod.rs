@@ -7,6 +7,7 @@ mod client;
 pub(crate) mod failure;
 mod log;
 mod state;
+pub(crate) mod validator;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

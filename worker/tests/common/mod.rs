@@ -54,7 +54,7 @@ impl Coordinator {
     pub async fn peers(&self) -> Vec<String> {
         let mut c = ExchangeClient::connect(self.url.clone()).await.unwrap();
         let status = c
-            .get_status(GetStatusRequest { history_limit: 0 })
+            .get_status(GetStatusRequest::default())
             .await
             .unwrap()
             .into_inner();
