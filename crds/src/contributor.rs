@@ -209,11 +209,21 @@ pub struct ContributorStatus {
 pub struct PeerScore {
     /// The peer's id in the run.
     pub peer_id: String,
-    /// Final score (rating × moving average × sync score).
+    /// Its rating: the Weng–Lin conservative estimate μ − 3σ, at least 0 (0 for a new key).
     pub score: f64,
-    /// Round the score was computed in.
+    /// The last round it submitted an update for.
     pub round: u64,
-    /// Whether the peer is currently excluded from aggregation.
+    /// Whether the peer is currently excluded from aggregation (by its standing, or it is no
+    /// longer a member).
     #[serde(default)]
     pub excluded: bool,
+    /// Why its standing excludes it: consecutive-negatives, low-moving-average, out-of-sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its last round score (validator score, or the penalty of a missing or excluded update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_score: Option<f64>,
+    /// Its update was in the last published aggregate.
+    #[serde(default)]
+    pub aggregated: bool,
 }

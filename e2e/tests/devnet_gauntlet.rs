@@ -44,7 +44,6 @@ spec:
     stragglerPolicy: aggregate
     heartbeatTimeoutSeconds: 30
     scoring:
-      warmupRounds: 3
       validators: ["{key}"]
       validatorWindowSeconds: 60
   stop:
@@ -98,9 +97,12 @@ fn honest_peers_are_scored_positively_and_always_aggregated() {
         .map(|n| net.start_peer(n, &[]).unwrap())
         .collect();
     wait_for("the run to finish", Duration::from_secs(600), || {
-        names
-            .iter()
-            .all(|n| net.applied(n).unwrap().last().is_some_and(|a| a.version >= ROUNDS))
+        names.iter().all(|n| {
+            net.applied(n)
+                .unwrap()
+                .last()
+                .is_some_and(|a| a.version >= ROUNDS)
+        })
     });
     let scores = scored(&net, "validator");
     assert_eq!(
@@ -113,7 +115,10 @@ fn honest_peers_are_scored_positively_and_always_aggregated() {
     assert_eq!(positive, scores.len(), "{scores:?}");
     // Own data better than unseen data: a clear majority, not every time (a 2-bit top-k update
     // carries mostly what every peer's data shares; docs/security.md, "Validators").
-    assert!(3 * own_better >= 2 * scores.len(), "{own_better}: {scores:?}");
+    assert!(
+        3 * own_better >= 2 * scores.len(),
+        "{own_better}: {scores:?}"
+    );
     for n in &names {
         let log = std::fs::read_to_string(net.dir.join(n).join("peer.jsonl")).unwrap();
         let excluded: Vec<&str> = log

@@ -182,9 +182,8 @@ impl GauntletConfig {
         if self.negative_window == 0 || self.consecutive_negatives == 0 {
             return err("negativeWindow", "windows must be at least 1");
         }
-        if !(self.sync_max_steps.is_finite() && self.sync_max_steps > 0.0)
-            || !(self.sync_exponent.is_finite() && self.sync_exponent > 0.0)
-        {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !(positive(self.sync_max_steps) && positive(self.sync_exponent)) {
             return err(
                 "syncMaxSteps",
                 "sync steps and exponent must be finite and above 0",

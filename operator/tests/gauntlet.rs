@@ -46,7 +46,12 @@ fn list(v: &Identity, round: u64, unix_millis: u64) -> ListCandidatesRequest {
     }
 }
 
-async fn candidate(c: &mut ExchangeClient<Channel>, v: &Identity, round: u64, peer: &str) -> Vec<u8> {
+async fn candidate(
+    c: &mut ExchangeClient<Channel>,
+    v: &Identity,
+    round: u64,
+    peer: &str,
+) -> Vec<u8> {
     let key = v.public_key();
     let t = now_ms();
     let mut s = c
@@ -321,7 +326,10 @@ async fn without_validators_rounds_are_degraded_and_cheap_checks_still_apply() {
         join(&mut c, p).await;
     }
     let mut events = watch(&mut c, 0).await;
-    assert!(matches!(next_event(&mut events).await, round_event::Event::Opened(_)));
+    assert!(matches!(
+        next_event(&mut events).await,
+        round_event::Event::Opened(_)
+    ));
     for (i, p) in peers.iter().enumerate() {
         let scale = if i == 2 { 100.0 } else { 1.0 };
         let payload = update(&run, 300 + i as u64, scale);

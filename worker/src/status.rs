@@ -161,8 +161,8 @@ pub fn render(s: &RunStatus, me: Option<&str>) -> String {
     if !s.peers.is_empty() {
         let _ = write!(
             out,
-            "\n  {:<34} {:<8} {:>8} {:>8} {:>10} {:>7} {:>10}  {}",
-            "PEER", "MEMBER", "ACCEPTED", "REJECTED", "LAST ROUND", "RATING", "LAST SCORE", "STANDING"
+            "\n  {:<34} {:<8} {:>8} {:>8} {:>10} {:>7} {:>10}  STANDING",
+            "PEER", "MEMBER", "ACCEPTED", "REJECTED", "LAST ROUND", "RATING", "LAST SCORE"
         );
     }
     for p in &s.peers {
@@ -263,7 +263,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[4].contains("pb") && lines[4].contains("no") && lines[4].ends_with("probation"),
+            lines[4].contains("pb")
+                && lines[4].contains("no")
+                && lines[4].ends_with("not aggregated last round"),
             "{text}"
         );
         assert_eq!(

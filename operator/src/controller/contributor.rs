@@ -244,7 +244,10 @@ fn scores(ctx: &Context, ns: &str, run: &str, peers: &[String]) -> Vec<PeerScore
             peer_id: p.peer_id.clone(),
             score: p.score,
             round: p.last_round_submitted,
-            excluded: !p.active,
+            excluded: !p.active || !p.excluded.is_empty(),
+            reason: (!p.excluded.is_empty()).then(|| p.excluded.clone()),
+            last_score: p.last_score,
+            aggregated: p.selected,
         })
         .collect()
 }

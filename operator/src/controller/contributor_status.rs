@@ -93,11 +93,14 @@ pub(super) fn events(before: Option<&ContributorStatus>, after: &ContributorStat
     let excluded_before = |peer: &str| {
         before.is_some_and(|s| s.scores.iter().any(|p| p.peer_id == peer && p.excluded))
     };
-    let newly: Vec<&str> = after
+    let newly: Vec<String> = after
         .scores
         .iter()
         .filter(|p| p.excluded && !excluded_before(&p.peer_id))
-        .map(|p| p.peer_id.as_str())
+        .map(|p| match &p.reason {
+            Some(reason) => format!("{} ({reason})", p.peer_id),
+            None => format!("{} (no longer a member)", p.peer_id),
+        })
         .collect();
     if !newly.is_empty() {
         out.push(event(
@@ -153,6 +156,9 @@ mod tests {
             score: 0.5,
             round: 3,
             excluded,
+            reason: excluded.then(|| "consecutive-negatives".into()),
+            last_score: Some(-99.0),
+            aggregated: !excluded,
         }
     }
 
@@ -225,7 +231,10 @@ mod tests {
         );
         let e = events(Some(&ready), &excluded);
         assert_eq!(reasons(&e), [("PeersExcluded", true)]);
-        assert_eq!(e[0].note.as_deref(), Some("excluded from aggregation: a"));
+        assert_eq!(
+            e[0].note.as_deref(),
+            Some("excluded from aggregation: a (consecutive-negatives)")
+        );
         // Still excluded is not news.
         assert!(events(Some(&excluded), &excluded).is_empty());
     }

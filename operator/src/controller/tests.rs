@@ -798,7 +798,7 @@ async fn a_contributor_reads_its_keys_and_scores_from_the_caches() {
     );
     assert_eq!(
         status["scores"],
-        json!([{"peerId": scored, "score": 0.5, "round": 3, "excluded": false}])
+        json!([{"peerId": scored, "score": 0.5, "round": 3, "excluded": false, "aggregated": false}])
     );
 }
 

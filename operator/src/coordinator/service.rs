@@ -802,7 +802,19 @@ impl Exchange for ExchangeService {
             loss: last_loss,
             tokens: history.iter().map(|r| r.tokens).sum(),
             active_peers: machine.members().count() as u32,
-            rejected_peers: core.peers.values().filter(|c| c.rejected > 0).count() as u32,
+            // Peers with a refused update, or one the Gauntlet left out of the last round.
+            rejected_peers: core
+                .peers
+                .iter()
+                .filter(|(id, c)| {
+                    c.rejected > 0
+                        || history.last().is_some_and(|r| {
+                            r.selection
+                                .iter()
+                                .any(|x| x.peer == **id && !x.excluded.is_empty())
+                        })
+                })
+                .count() as u32,
             peers,
             bytes_received: self.shared.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.shared.bytes_sent.load(Ordering::Relaxed),

@@ -10,10 +10,10 @@ use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 use tributary_proto::v1alpha1::{
     Candidate, CheckpointInfo, CodecParams, GetAggregateRequest, GetCandidateRequest,
     GetCheckpointRequest, GetStatusRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
-    JoinResponse, ListCandidatesRequest, ListCandidatesResponse, ListCheckpointsRequest,
-    PeerScore, PutCheckpointHeader, PutCheckpointMessage, RoundEvent, RunStatus,
-    SubmitScoresRequest, SubmitScoresResponse, SubmitUpdateMessage, SubmitUpdateResponse,
-    UpdateHeader, WatchRoundsRequest, put_checkpoint_message, submit_update_message,
+    JoinResponse, ListCandidatesRequest, ListCandidatesResponse, ListCheckpointsRequest, PeerScore,
+    PutCheckpointHeader, PutCheckpointMessage, RoundEvent, RunStatus, SubmitScoresRequest,
+    SubmitScoresResponse, SubmitUpdateMessage, SubmitUpdateResponse, UpdateHeader,
+    WatchRoundsRequest, put_checkpoint_message, submit_update_message,
 };
 use tributary_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 

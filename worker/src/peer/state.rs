@@ -309,7 +309,10 @@ impl PeerState {
         );
         self.theta = theta;
         let before = (before.0?, before.1?);
-        let after = (self.mean_loss(&moved, &assigned)?, self.mean_loss(&moved, &random)?);
+        let after = (
+            self.mean_loss(&moved, &assigned)?,
+            self.mean_loss(&moved, &random)?,
+        );
         let relative = |b: f64, a: f64| if b > 0.0 { (b - a) / b } else { 0.0 };
         Ok(UpdateScore {
             own: relative(before.0, after.0),

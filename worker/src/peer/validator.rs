@@ -91,12 +91,11 @@ async fn session(
         }
         .into());
     }
-    let spec = TrainingRunSpec::from_json(status.run_spec_json.as_bytes()).map_err(|e| {
-        Permanent {
+    let spec =
+        TrainingRunSpec::from_json(status.run_spec_json.as_bytes()).map_err(|e| Permanent {
             what: format!("this worker cannot read the run's spec: {e}"),
             fix: "install the tributary-worker release that matches the coordinator",
-        }
-    })?;
+        })?;
     let me = hex::encode(id.public_key());
     if !spec.participation.scoring.validators.contains(&me) {
         return Err(Permanent {
@@ -148,7 +147,10 @@ async fn session(
                     .await?;
             }
             Some(round_event::Event::Opened(o)) => {
-                info!(round = o.round, "not at the round's model version; not scoring it");
+                info!(
+                    round = o.round,
+                    "not at the round's model version; not scoring it"
+                );
             }
             Some(round_event::Event::Skipped(_)) | None => {}
         }
@@ -213,7 +215,10 @@ async fn score_round(
     let lr_scale = scoring.eval_lr_scale;
     let mut norms: Vec<f64> = updates.iter().map(|(_, u)| u.norm()).collect();
     norms.sort_by(f64::total_cmp);
-    let median = norms.get(norms.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
+    let median = norms
+        .get(norms.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0.0);
     let mut scores = Vec::with_capacity(updates.len());
     for (c, update) in &updates {
         let s = block_in_place(|| state.score_update(update, round, c.slot, lr_scale, median))?;
