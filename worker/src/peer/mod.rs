@@ -5,6 +5,7 @@
 
 mod client;
 pub(crate) mod failure;
+mod hostile;
 mod log;
 mod state;
 pub(crate) mod validator;
@@ -26,6 +27,7 @@ use tributary_proto::v1alpha1::{
 pub(crate) use client::Client;
 use client::UpdateReport;
 use failure::{Backoff, Permanent};
+use hostile::{Hostile, HostileKind};
 pub(crate) use log::{LogLine, read_log};
 pub(crate) use state::PeerState;
 
@@ -60,6 +62,20 @@ pub struct PeerArgs {
     /// Score θ on held-out data after every aggregate (logged with the entropy floor).
     #[arg(long, env = "TRIBUTARY_EVALUATE")]
     pub evaluate: bool,
+    /// FOR TESTING THE COORDINATOR'S DEFENCES ONLY: make this peer hostile, a validly signed
+    /// member that submits a bad update of this kind every round (it still follows rounds and
+    /// applies aggregates like an honest peer). Never set on a run you want to train.
+    #[arg(long, env = "TRIBUTARY_HOSTILE", value_name = "KIND")]
+    pub hostile: Option<HostileKind>,
+    /// Where a colluding pair meets (testing only): `--hostile colluder-origin` writes its
+    /// payload of round R to DIR/round-R.bin, `--hostile copy` sends that file as its own.
+    #[arg(
+        long,
+        env = "TRIBUTARY_COLLUDE_DIR",
+        value_name = "DIR",
+        required_if_eq_any([("hostile", "copy"), ("hostile", "colluder-origin")])
+    )]
+    pub collude_dir: Option<PathBuf>,
 }
 
 /// Runs the peer until the run's round limit is reached, or until a [`Permanent`] failure.
@@ -67,6 +83,18 @@ pub(crate) async fn run(args: PeerArgs) -> Result<()> {
     tch::set_num_threads(args.threads.max(1) as i32);
     failure::check_coordinator_url(&args.coordinator)?;
     let id = load_key(&args.key, args.create_key)?;
+    let mut hostile = match args.hostile {
+        Some(kind) => {
+            let seed = hostile::seed_of(&id.public_key());
+            let h = Hostile::new(kind, args.collude_dir.clone(), seed)?;
+            warn!(
+                "HOSTILE PEER (--hostile {kind}): this peer submits bad updates on purpose, to \
+                 test the coordinator's defences"
+            );
+            Some(h)
+        }
+        None => None,
+    };
     info!(
         "peer {} joining run {:?} at {}",
         id.peer_id(),
@@ -79,7 +107,7 @@ pub(crate) async fn run(args: PeerArgs) -> Result<()> {
     let mut state: Option<PeerState> = None;
     let mut backoff = Backoff::default();
     loop {
-        match session(&args, &id, &mut state, &mut log, &mut backoff).await {
+        match session(&args, &id, &mut state, &mut hostile, &mut log, &mut backoff).await {
             Ok(()) => return Ok(()),
             Err(e) if e.downcast_ref::<Permanent>().is_some() => return Err(e),
             Err(e) => {
@@ -121,6 +149,7 @@ async fn session(
     args: &PeerArgs,
     id: &Identity,
     slot: &mut Option<PeerState>,
+    hostile: &mut Option<Hostile>,
     log: &mut log::Log,
     backoff: &mut Backoff,
 ) -> Result<()> {
@@ -160,7 +189,7 @@ async fn session(
         Duration::from_millis(u64::from(joined.heartbeat_interval_ms.max(200))),
     );
     let result = tokio::select! {
-        r = follow(args, id, &mut client, state, log, &beat, total) => r,
+        r = follow(args, id, &mut client, state, hostile, log, &beat) => r,
         () = diverged.notified() => Err(Diverged.into()),
     };
     heartbeat.abort();
@@ -229,12 +258,12 @@ async fn follow(
     id: &Identity,
     client: &mut Client,
     state: &mut PeerState,
+    hostile: &mut Option<Hostile>,
     log: &mut log::Log,
     beat: &Arc<Mutex<(u64, String)>>,
-    total: Option<u64>,
 ) -> Result<()> {
     let me = id.peer_id();
-    let wire_codec = tributary_proto::v1alpha1::CodecParams::from(state.plan().tensors().codec());
+    let total = state.plan().total_rounds();
     // Replays from the start of the log: events at versions already held are skipped.
     let mut events = client.watch(&me, 0).await?;
     let mut submitted: Option<Submitted> = None;
@@ -252,7 +281,7 @@ async fn follow(
                         state.version
                     );
                 }
-                apply(client, state, &p, &me).await?;
+                apply(client, state, hostile.as_mut(), &p, &me).await?;
                 *beat.lock().map_err(|_| anyhow::anyhow!("poisoned"))? =
                     (state.version, state.fingerprint());
                 let eval = if args.evaluate {
@@ -310,7 +339,7 @@ async fn follow(
                     continue;
                 }
                 submitted = Some(
-                    train_and_submit(args, id, client, state, &o, slot as u32, &wire_codec)
+                    train_and_submit(args, id, client, state, hostile.as_mut(), &o, slot as u32)
                         .instrument(info_span!("round", round = o.round))
                         .await?,
                 );
@@ -324,6 +353,7 @@ async fn follow(
 async fn apply(
     client: &mut Client,
     state: &mut PeerState,
+    hostile: Option<&mut Hostile>,
     p: &AggregatePublished,
     me: &str,
 ) -> Result<()> {
@@ -333,7 +363,11 @@ async fn apply(
         .instrument(span.clone())
         .await?;
     let included = p.peer_ids.iter().any(|x| x == me);
-    span.in_scope(|| block_in_place(|| state.apply_aggregate(p.round, &blob, included)))
+    span.in_scope(|| block_in_place(|| state.apply_aggregate(p.round, &blob, included)))?;
+    if let Some(h) = hostile {
+        block_in_place(|| h.observe(state.plan().tensors(), &blob, p.mean_loss))?;
+    }
+    Ok(())
 }
 
 async fn train_and_submit(
@@ -341,23 +375,37 @@ async fn train_and_submit(
     id: &Identity,
     client: &mut Client,
     state: &mut PeerState,
+    hostile: Option<&mut Hostile>,
     o: &RoundOpened,
     slot: u32,
-    wire_codec: &tributary_proto::v1alpha1::CodecParams,
 ) -> Result<Submitted> {
     let t0 = Instant::now();
-    let trained = info_span!("train", steps = state.plan().data().inner_steps)
-        .in_scope(|| block_in_place(|| state.train(o.round, slot)))?;
+    let trained = info_span!("train", steps = state.plan().data().inner_steps).in_scope(|| {
+        block_in_place(|| match hostile.as_deref() {
+            Some(h) => h.train(state, o.round, slot),
+            None => state.train(o.round, slot),
+        })
+    })?;
     let train_s = t0.elapsed().as_secs_f64();
-    let bytes = trained.payload.len() as u64;
+    let mut payload = trained.payload;
+    let mut model_version = o.model_version;
+    if let Some(h) = hostile {
+        let plan = state.plan().tensors();
+        payload = block_in_place(|| h.disguise(plan, state.sent(), o.round, payload))?;
+        payload = h.copy(o.round, plan.update_bytes(), payload).await;
+        model_version = h.model_version(model_version);
+        info!(kind = %h.kind(), "sending a hostile update");
+    }
+    let bytes = payload.len() as u64;
     let report = UpdateReport {
         round: o.round,
-        model_version: o.model_version,
+        model_version,
         inner_loss: trained.mean_loss,
         tokens: trained.tokens,
     };
+    let wire_codec = tributary_proto::v1alpha1::CodecParams::from(state.plan().tensors().codec());
     let r = client
-        .submit(id, &args.run_id, wire_codec, &report, trained.payload)
+        .submit(id, &args.run_id, &wire_codec, &report, payload)
         .instrument(info_span!("submit", bytes))
         .await?;
     if r.accepted {

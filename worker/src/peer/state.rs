@@ -146,6 +146,11 @@ impl PeerState {
         self.plan.spec()
     }
 
+    /// This peer's last honest update (empty before its first).
+    pub(crate) fn sent(&self) -> &Contribution {
+        &self.sent
+    }
+
     pub(crate) fn fingerprint(&self) -> String {
         fingerprint(self.plan.tensors().layout(), &self.theta)
     }
@@ -153,6 +158,12 @@ impl PeerState {
     /// H inner steps from θ on this peer's assignment for `round` (its `slot` among the
     /// round's members), then the compressed pseudo-gradient through error feedback.
     pub(crate) fn train(&mut self, round: u64, slot: u32) -> Result<Trained> {
+        self.train_on(round, slot, self.plan.data().seed)
+    }
+
+    /// [`PeerState::train`] on the data streams of `data_seed` rather than the run's seed
+    /// (a hostile peer's `other-data`).
+    pub(crate) fn train_on(&mut self, round: u64, slot: u32, data_seed: u64) -> Result<Trained> {
         self.restore_pending();
         let lookahead = self
             .spec()
@@ -169,7 +180,7 @@ impl PeerState {
             data.micro_batches as usize,
             |step| {
                 let id = StreamId {
-                    seed: data.seed,
+                    seed: data_seed,
                     peer: slot,
                     round,
                     step,
