@@ -27,6 +27,10 @@ pub struct GauntletConfig {
     pub norm_ceiling: f64,
     /// The norm checks need this many candidates for the median to mean something.
     pub norm_min_candidates: usize,
+    /// A validator score under −this × the round's median score leaves its update out of the
+    /// round (ours: 0.5; a sign-flipped honest update scores about −1 × the median, honest
+    /// updates on the devnet now and then a little below 0).
+    pub negative_margin: f64,
     /// Weng–Lin skill-class width β (published 7).
     pub rating_beta: f64,
     /// Dynamics τ: added to σ before every update so ratings keep moving (published 0.1).
@@ -71,6 +75,7 @@ impl Default for GauntletConfig {
             norm_floor: 0.1,
             norm_ceiling: 10.0,
             norm_min_candidates: 3,
+            negative_margin: 0.5,
             rating_beta: 7.0,
             rating_tau: 0.1,
             rating_z: 3.0,
@@ -150,6 +155,9 @@ impl GauntletConfig {
             || self.norm_ceiling <= 1.0
         {
             return err("normFloor", "need 0 ≤ floor < 1 < ceiling, finite");
+        }
+        if !(self.negative_margin.is_finite() && self.negative_margin >= 0.0) {
+            return err("negativeMargin", "must be finite and ≥ 0");
         }
         if !(self.rating_beta.is_finite() && self.rating_beta > 0.0) {
             return err("ratingBeta", "must be finite and above 0");

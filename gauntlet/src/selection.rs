@@ -82,8 +82,9 @@ pub struct Selected {
 pub enum Unselected {
     Check(CheckFlag),
     Standing(Exclusion),
-    /// A validator scored its update below 0 this round: whatever its standing, this update
-    /// makes the model worse and is left out (ours; the published rule only lowers the rating).
+    /// A validator scored its update clearly below 0 this round (under −`negative_margin` × the
+    /// round's median score): whatever its standing, this update makes the model worse and is
+    /// left out (ours; the published rule only lowers the rating).
     NegativeScore(f64),
     /// Eligible, but its final score (or weight) is 0.
     ZeroScore,
@@ -149,13 +150,36 @@ pub fn select(
         degraded: Degraded::of(report),
         ..Selection::default()
     };
+    // A score below 0 leaves its update out of this round only when it is clearly below: under
+    // −`negative_margin` × the round's median score (of the candidates that passed the checks),
+    // or below 0 when that median is not positive. A single update's measured effect is small
+    // against batch noise, so an honest update now and then scores a little below 0; its
+    // standing (consecutive negatives) and rating take care of repeated ones.
+    let mut passed: Vec<f64> = verdicts
+        .iter()
+        .filter(|(_, v)| v.exclusion().is_none())
+        .filter_map(|(p, _)| scored.get(p).copied())
+        .filter(|s| s.is_finite())
+        .collect();
+    passed.sort_by(f64::total_cmp);
+    // The upper median: with few candidates and one bad one, the lower median can be that one.
+    let median = passed.get(passed.len() / 2).copied();
+    let margin = if cfg.negative_margin.is_finite() {
+        cfg.negative_margin.max(0.0)
+    } else {
+        0.0
+    };
+    let clearly_negative = |s: f64| match median {
+        Some(m) if m > 0.0 => s < -margin * m,
+        _ => s < 0.0,
+    };
     let mut ranked = Vec::new();
     for (peer, verdict) in verdicts {
         if let Some(flag) = verdict.exclusion() {
             out.unselected.insert(peer.clone(), Unselected::Check(flag));
             continue;
         }
-        if let Some(score) = scored.get(peer).copied().filter(|s| *s < 0.0) {
+        if let Some(score) = scored.get(peer).copied().filter(|s| clearly_negative(*s)) {
             out.unselected
                 .insert(peer.clone(), Unselected::NegativeScore(score));
             continue;

@@ -110,7 +110,13 @@ impl GauntletState {
         let selection = self
             .ledger
             .close_round(cfg, &verdicts, &missing, &combined, report);
+        // Only updates that were applied count as earlier updates: one that was left out goes
+        // back into its peer's error feedback, so the peer's next update legitimately repeats
+        // much of it.
         for (c, sketch) in candidates.iter().zip(sketches) {
+            if !selection.selected.iter().any(|s| s.peer == c.peer) {
+                continue;
+            }
             let own = self.own.entry(c.peer.clone()).or_default();
             own.push_back(sketch);
             while own.len() > REPLAY_ROUNDS {

@@ -18,6 +18,8 @@ const EVAL_SEQUENCES: usize = 64;
 
 /// Inner steps whose batches a validator scores an update on (the last ones of the round).
 const SCORED_STEPS: u32 = 8;
+/// Held-out batches per assigned batch a validator scores an update on.
+const HELD_OUT_FACTOR: u32 = 4;
 
 /// What applying one peer's update alone does to the loss, relative to θ's.
 #[derive(Debug, Clone, Copy)]
@@ -260,7 +262,8 @@ impl PeerState {
     /// A validator's measurement of one peer's update of `round` (trained from this state's θ):
     /// the update alone, clipped to `clip_norm` and applied at `lr_scale` × the round's outer
     /// lr, and the relative loss improvement it makes on the peer's assigned batches (its
-    /// `slot`'s last inner steps) and on as many batches of data nobody trained on (held out).
+    /// `slot`'s last inner steps) and on four times as many batches of the round's held-out
+    /// stream, which nobody trains on.
     pub(crate) fn score_update(
         &mut self,
         update: &Contribution,
@@ -299,7 +302,9 @@ impl PeerState {
                     .batch(id, data.sequences as usize, data.seq_len as usize)?)
             })
             .collect::<Result<Vec<Batch>>>()?;
-        let random = (0..steps)
+        // Held-out batches outnumber the assigned ones: the score (the held-out improvement) is
+        // what decides, and a one-update improvement is small against batch-to-batch noise.
+        let random = (0..steps * HELD_OUT_FACTOR)
             .map(|i| {
                 // The held-out stream of this round: no peer trains on it.
                 let id = StreamId {
