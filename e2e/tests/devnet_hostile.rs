@@ -1,4 +1,5 @@
-//! Hostile peers against the Gauntlet, end to end: real processes, real gRPC, a validator.
+//! The Gauntlet end to end: real processes, real gRPC, a validator. Honest peers alone are
+//! scored and aggregated; hostile peers (`tributary-worker join --hostile KIND`) are not.
 //! Each hostile kind (`tributary-worker join --hostile KIND`) has a focused run showing which
 //! check leaves it out, and a mixed run with 30% hostile peers shows every hostile peer excluded,
 //! no honest peer ever excluded, and the held-out loss within 1.2× of the honest peers alone.
@@ -159,6 +160,53 @@ fn run(dir: &Path, honest: usize, hostile: &[(&str, &[&str])], rounds: u64) -> O
         history,
         ids,
         final_excess,
+    }
+}
+
+/// The validator's log lines "candidate scored" as (peer, score, own improvement).
+fn scored(dir: &Path, name: &str) -> Vec<(String, f64, f64)> {
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("candidate scored"))
+        .filter_map(|l| {
+            let field = |key: &str| {
+                let rest = l.split(&format!("{key}=")).nth(1)?;
+                Some(rest.split_whitespace().next()?.to_owned())
+            };
+            Some((
+                field("peer")?,
+                field("score")?.parse().ok()?,
+                field("own")?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Honest peers only: every update of every round is scored above 0, better on the peer's own
+/// data in a clear majority of rounds, and aggregated.
+#[test]
+fn honest_peers_are_scored_positively_and_always_aggregated() {
+    const ROUNDS: u64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), 3, &[], ROUNDS);
+    let scores = scored(dir.path(), "validator");
+    assert_eq!(
+        scores.len() as u64,
+        3 * ROUNDS,
+        "every update of every round is scored: {scores:?}"
+    );
+    let positive = scores.iter().filter(|s| s.1 > 0.0).count();
+    let own_better = scores.iter().filter(|s| s.2 > s.1).count();
+    assert_eq!(positive, scores.len(), "{scores:?}");
+    // Own data better than unseen data: a clear majority, not every time (docs/security.md,
+    // "Measured limits").
+    assert!(
+        3 * own_better >= 2 * scores.len(),
+        "{own_better}: {scores:?}"
+    );
+    for r in &out.history {
+        assert!(r.selection.iter().all(|s| s.excluded.is_empty()), "{r:?}");
+        assert_eq!(r.degraded, "", "{r:?}");
     }
 }
 
