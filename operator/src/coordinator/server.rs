@@ -537,21 +537,30 @@ impl Shared {
         *self.scoring.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// The candidates a validator evaluates in `round` (its share of the accepted updates).
-    pub fn validator_share(&self, round: u64, validator_key: &[u8]) -> anyhow::Result<Vec<PeerId>> {
-        let peers: Vec<PeerId> = self
+    /// The candidates a validator evaluates in `round` (its share of the accepted updates),
+    /// with what their peers reported.
+    pub fn validator_share(
+        &self,
+        round: u64,
+        validator_key: &[u8],
+    ) -> anyhow::Result<Vec<(PeerId, UpdateMeta)>> {
+        let mut accepted: BTreeMap<PeerId, UpdateMeta> = self
             .store
             .candidates(round)?
             .into_iter()
-            .map(|(p, _)| PeerId::from(p))
+            .map(|(p, meta)| (PeerId::from(p), meta))
             .collect();
+        let peers: Vec<PeerId> = accepted.keys().cloned().collect();
         let n = self
             .run
             .spec()
             .participation
             .scoring
             .candidates_per_validator;
-        Ok(share(round, validator_key, &peers, n))
+        Ok(share(round, validator_key, &peers, n)
+            .into_iter()
+            .filter_map(|p| accepted.remove(&p).map(|meta| (p, meta)))
+            .collect())
     }
 
     /// The validators' scores of `round` per candidate, and what they delivered.

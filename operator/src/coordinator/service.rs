@@ -579,12 +579,10 @@ impl Exchange for ExchangeService {
             .shared
             .validator_share(r.round, &r.validator_public_key)
             .map_err(internal)?;
-        let metas = self.shared.store.candidates(r.round).map_err(internal)?;
         let candidates = mine
             .iter()
-            .filter_map(|peer| {
+            .filter_map(|(peer, meta)| {
                 let slot = members.iter().position(|m| m == peer)?;
-                let (_, meta) = metas.iter().find(|(p, _)| p == peer.as_str())?;
                 let digest = digests.get(peer)?;
                 Some(Candidate {
                     peer_id: peer.to_string(),
@@ -635,7 +633,7 @@ impl Exchange for ExchangeService {
             .shared
             .validator_share(r.round, &r.validator_public_key)
             .map_err(internal)?;
-        if !mine.iter().any(|p| p.as_str() == r.peer_id) {
+        if !mine.iter().any(|(p, _)| p.as_str() == r.peer_id) {
             return Err(Status::not_found(format!(
                 "{} is not among this validator's candidates of round {}",
                 r.peer_id, r.round
@@ -700,7 +698,7 @@ impl Exchange for ExchangeService {
             .map_err(internal)?;
         let mut scores = std::collections::BTreeMap::new();
         for s in &r.scores {
-            if !mine.iter().any(|p| p.as_str() == s.peer_id) {
+            if !mine.iter().any(|(p, _)| p.as_str() == s.peer_id) {
                 return refuse(
                     ScoresRejectReason::NotACandidate,
                     format!("{} is not among this validator's candidates", s.peer_id),
