@@ -21,6 +21,19 @@ pub struct ValidatorScore {
     pub steps_behind: Option<f64>,
 }
 
+impl ValidatorScore {
+    /// A validator's measurement of one candidate: its `score` (our validators send the
+    /// held-out improvement), and the relative loss improvements on the peer's assigned batches
+    /// (`own`) and on held-out batches (`random`).
+    pub fn measured(score: f64, own: f64, random: f64) -> Self {
+        Self {
+            score,
+            own_better: own > random,
+            steps_behind: None,
+        }
+    }
+}
+
 /// Ratings and standings of every peer of a run: what the store persists.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Ledger {

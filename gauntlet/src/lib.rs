@@ -3,8 +3,9 @@
 //! Pure logic, no IO: cheap checks over one round's candidates ([`checks`], using compact
 //! [`sketch`]es of earlier updates and aggregates), per-peer ratings ([`rating`], Weng–Lin via
 //! `skillratings`), per-peer standing ([`standing`]: moving average, sync, probation,
-//! penalties), the selection with aggregation weights ([`selection`]) and the [`ledger`] that
-//! closes a round with them. Every state here is
+//! penalties), the selection with aggregation weights ([`selection`]), the [`ledger`] that
+//! closes a round with them, and [`judge`], one whole round (checks, scores, selection) over the
+//! state carried between rounds. Every state here is
 //! serde-serializable so the coordinator's store can persist it. docs/security.md ("Gauntlet:
 //! scoring and selection") describes the rules and their defaults.
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub mod checks;
 pub mod config;
 mod exact;
+pub mod judge;
 pub mod ledger;
 pub mod rating;
 pub mod selection;

@@ -9,7 +9,9 @@ use tributary_codec::QuantMode;
 use tributary_crds::OuterLrStep;
 
 use crate::self_check;
-use crate::simulate::{self, CompareOptions, OuterLrDrop, SimConfig, Strategy, WireFormat};
+use crate::simulate::{
+    self, CompareOptions, HostileKind, OuterLrDrop, SimConfig, SimGauntlet, Strategy, WireFormat,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -157,6 +159,17 @@ pub struct SimulateArgs {
     /// Zipf exponent of transitions and emissions.
     #[arg(long)]
     zipf: Option<f64>,
+    /// Hostile peers beside the --peers honest ones (comma-separated kinds; sparseloco only):
+    /// what each sends instead of its honest update (docs/security.md).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    hostile: Vec<HostileKind>,
+    /// Judge every round with the Gauntlet (cheap checks, one validator, ratings, selection);
+    /// without it every update is aggregated.
+    #[arg(long)]
+    gauntlet: bool,
+    /// With --gauntlet: candidates the validator scores per round (0: all).
+    #[arg(long, default_value_t = 0, requires = "gauntlet")]
+    scored_per_round: u32,
     /// Where to write the run's JSON report.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -193,6 +206,13 @@ pub struct CompareArgs {
     /// Exit non-zero unless every claim of the comparison holds.
     #[arg(long)]
     check: bool,
+    /// Hostile kinds (comma separated) beside the --peers honest peers: run the hostile-peer
+    /// comparison (with and without the Gauntlet, and the honest peers alone) instead.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    hostile: Vec<HostileKind>,
+    /// With --hostile: candidates the Gauntlet's validator scores per round (0: all).
+    #[arg(long, default_value_t = 0, requires = "hostile")]
+    scored_per_round: u32,
 }
 
 impl Cli {
@@ -260,6 +280,8 @@ impl Cli {
                     evals: args.evals,
                     eval_sequences: args.eval_sequences,
                     replicates: args.replicates,
+                    hostile: args.hostile,
+                    scored_per_round: args.scored_per_round,
                 };
                 let (_, ok) = simulate::compare(&opts)?;
                 println!("report: {}", opts.out_dir.join("report.md").display());
@@ -316,8 +338,14 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
         evals: 16,
         eval_sequences: 256,
         replicates: 1,
+        hostile: Vec::new(),
+        scored_per_round: 0,
     };
     let mut cfg = simulate::base(&opts, args.seed);
+    cfg.hostile = args.hostile.clone();
+    cfg.gauntlet = args.gauntlet.then_some(SimGauntlet {
+        scored_per_round: args.scored_per_round,
+    });
     cfg.replicate = args.replicate;
     cfg.name = format!("{:?}", args.strategy).to_lowercase();
     cfg.strategy = args.strategy;

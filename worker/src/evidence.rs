@@ -241,6 +241,41 @@ impl Verifier {
             r.bytes_per_peer.to_string(),
             self.bytes_after(cfg, cfg.steps())?.to_string(),
         );
+        // A judged run: one outcome per slot, each round of each peer aggregated or left out
+        // once, and each aggregated round's weights summing to 1.
+        let mut judged = Vec::new();
+        if cfg.gauntlet.is_some() {
+            let roles: Vec<&str> = r.peers.iter().map(|p| p.role.as_str()).collect();
+            expect(
+                "the peers' roles",
+                format!("{roles:?}"),
+                format!("{:?}", cfg.roles()),
+            );
+            let rounds = cfg.rounds();
+            for p in &r.peers {
+                let left_out: u64 = p.left_out.values().sum();
+                expect(
+                    &format!("{}'s rounds aggregated + left out", p.peer),
+                    (p.aggregated + left_out).to_string(),
+                    rounds.to_string(),
+                );
+                let excluded: u64 = p.excluded.iter().map(|(a, b)| b + 1 - a).sum();
+                if excluded > left_out || p.excluded.iter().any(|(a, b)| a > b || *b >= rounds) {
+                    judged.push(format!(
+                        "{name}: {}'s excluded rounds {:?} do not fit",
+                        p.peer, p.excluded
+                    ));
+                }
+            }
+            let weight: f64 = r.peers.iter().map(|p| p.weight).sum();
+            let aggregated = rounds.saturating_sub(r.rounds_skipped) as f64;
+            if (weight - aggregated).abs() > 1e-3 * aggregated.max(1.0) {
+                judged.push(format!(
+                    "{name}: the weights sum to {weight}, not to the {aggregated} rounds aggregated"
+                ));
+            }
+        }
+        problems.extend(judged);
         Ok(())
     }
 
@@ -430,6 +465,8 @@ mod tests {
             evals,
             eval_sequences: 8,
             replicates: 1,
+            hostile: Vec::new(),
+            scored_per_round: 0,
         }
     }
 

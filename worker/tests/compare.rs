@@ -128,6 +128,8 @@ fn the_committed_report_matches_the_plan_and_meets_the_claims() {
         evals: 16,
         eval_sequences: 256,
         replicates: 2,
+        hostile: Vec::new(),
+        scored_per_round: 0,
     };
     let mut planned = Vec::new();
     for seed in &opts.seeds {
@@ -240,6 +242,10 @@ fn a_hand_edited_number_in_a_committed_report_fails_the_checks() {
     for (report, files) in [
         ("compare", &["results.json", "report.md", "curves.csv"][..]),
         ("devnet", &["results.json", "report.md"][..]),
+        (
+            "compare-hostile",
+            &["results.json", "report.md", "curves.csv"][..],
+        ),
     ] {
         let copy = tempfile::tempdir().unwrap();
         for entry in std::fs::read_dir(docs(report)).unwrap() {
@@ -249,8 +255,8 @@ fn a_hand_edited_number_in_a_committed_report_fails_the_checks() {
         let verify = |v: &mut Verifier| {
             let scratch = tempfile::tempdir().unwrap();
             match report {
-                "compare" => v.compare_report(copy.path(), scratch.path()),
-                _ => v.devnet_report(copy.path(), scratch.path()),
+                "devnet" => v.devnet_report(copy.path(), scratch.path()),
+                _ => v.compare_report(copy.path(), scratch.path()),
             }
             .unwrap()
         };
@@ -287,11 +293,13 @@ const CROSS_CPU_TOLERANCE: f64 = 2e-3;
 /// its results.json records, if any, and those of docs/compare/reproduced-on.json (where the
 /// first evaluations of every strategy were re-run and found bit-identical).
 fn reproducing_cpus(
+    report: &str,
     committed: &tributary_worker::simulate::RunReport,
 ) -> Vec<tributary_worker::provenance::Machine> {
-    let mut cpus: Vec<_> =
-        serde_json::from_slice(&std::fs::read(docs("compare").join("reproduced-on.json")).unwrap())
-            .unwrap();
+    let mut cpus: Vec<_> = match std::fs::read(docs(report).join("reproduced-on.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        Err(_) => Vec::new(),
+    };
     cpus.extend(committed.machine.clone());
     cpus
 }
@@ -300,15 +308,14 @@ fn reproducing_cpus(
 /// configuration with the current code: bit-identical on a kind of CPU known to reproduce the
 /// report, within `CROSS_CPU_TOLERANCE` elsewhere. Steps, tokens and bytes are
 /// machine-independent and always exact.
-fn first_evaluations_reproduce(name: &str) {
+fn first_evaluations_reproduce(report: &str, name: &str) {
     use tributary_worker::provenance::Machine;
     use tributary_worker::simulate::{RunReport, simulate_prefix};
     let reports: Vec<RunReport> =
-        serde_json::from_slice(&std::fs::read(docs("compare").join("results.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(docs(report).join("results.json")).unwrap()).unwrap();
     let committed = reports.iter().find(|r| r.config.name == name).unwrap();
     let here = Machine::current(committed.config.threads);
-    let same_cpu = reproducing_cpus(committed)
+    let same_cpu = reproducing_cpus(report, committed)
         .iter()
         .any(|m| m.same_cpu(&here));
     eprintln!("this machine: {}", serde_json::to_string(&here).unwrap());
@@ -356,15 +363,121 @@ fn first_evaluations_reproduce(name: &str) {
 
 #[test]
 fn committed_ddp_run_reproduces_its_first_evaluations() {
-    first_evaluations_reproduce("ddp s1");
+    first_evaluations_reproduce("compare", "ddp s1");
 }
 
 #[test]
 fn committed_diloco_run_reproduces_its_first_evaluations() {
-    first_evaluations_reproduce("diloco H15 s1");
+    first_evaluations_reproduce("compare", "diloco H15 s1");
 }
 
 #[test]
 fn committed_sparseloco_run_reproduces_its_first_evaluations() {
-    first_evaluations_reproduce("sparseloco 1/64 s1");
+    first_evaluations_reproduce("compare", "sparseloco 1/64 s1");
+}
+
+/// The hostile run of the committed hostile-peer comparison: its first evaluations, Gauntlet
+/// included, come out of the current code.
+#[test]
+fn committed_hostile_run_reproduces_its_first_evaluations() {
+    first_evaluations_reproduce("compare-hostile", "gauntlet hostile 30% s1");
+}
+
+/// The committed hostile-peer comparison (docs/compare-hostile) is the current plan's, every
+/// derivable figure and every rendered file is what the code makes of its results, and its claim
+/// holds on both seeds; each seed's honest peers are never excluded and its hostile peers carry
+/// little of the aggregate.
+#[test]
+fn the_committed_hostile_comparison_is_what_the_code_derives_and_meets_its_claim() {
+    use tributary_worker::evidence::Verifier;
+    use tributary_worker::simulate::{RunReport, check, options_of};
+    let dir = docs("compare-hostile");
+    let scratch = tempfile::tempdir().unwrap();
+    let problems = Verifier::default()
+        .compare_report(&dir, scratch.path())
+        .unwrap();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let reports: Vec<RunReport> =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    let opts = options_of(&reports, dir).unwrap();
+    assert_eq!(opts.seeds, [1, 2]);
+    let (lines, ok) = check(&reports, &opts.seeds);
+    assert!(ok, "{lines:#?}");
+    for r in &reports {
+        let hostile = r.config.hostile.len() as f64;
+        assert!(r.config.tokens >= 8_000_000, "{}", r.config.name);
+        if !r.config.hostile.is_empty() {
+            assert!(
+                hostile / (hostile + f64::from(r.config.peers)) >= 0.3,
+                "{}: at least 30% hostile",
+                r.config.name
+            );
+        }
+    }
+}
+
+/// A short hostile-peer comparison through the CLI: the three runs, the per-peer table, and the
+/// Gauntlet leaving the ×100, sign-flipped and free-riding updates out of every round while the
+/// honest ones are aggregated in every round.
+#[test]
+fn shortened_hostile_comparison_leaves_the_hostile_updates_out() {
+    use tributary_worker::simulate::RunReport;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hostile");
+    let status = Command::new(env!("CARGO_BIN_EXE_tributary-worker"))
+        // 4 honest peers, 30 inner steps of 4 × 16 × 64 tokens: three rounds of 10 steps.
+        .args([
+            "compare", "--tokens", "122880", "--seeds", "5", "--jobs", "2",
+        ])
+        .args(["--hostile", "scaled,sign-flip,free-rider"])
+        .args(["--evals", "1", "--eval-sequences", "16", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let runs: Vec<RunReport> =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r.config.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "gauntlet hostile 43% s5",
+            "gauntlet honest-only s5",
+            "no gauntlet hostile 43% s5"
+        ]
+    );
+    let judged = &runs[0];
+    assert_eq!(judged.peers.len(), 7);
+    for p in &judged.peers {
+        if p.is_honest() {
+            assert_eq!(p.aggregated, 3, "{p:?}");
+            assert!(p.excluded.is_empty(), "{p:?}");
+        } else {
+            assert_eq!(p.aggregated, 0, "{p:?}");
+            assert_eq!(p.excluded, [(0, 2)], "{p:?}");
+        }
+    }
+    let reason = |role: &str| {
+        let p = judged.peers.iter().find(|p| p.role == role).unwrap();
+        p.left_out.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(reason("scaled"), ["norm-ceiling"]);
+    assert_eq!(reason("sign-flip"), ["negative-score"]);
+    assert_eq!(reason("free-rider"), ["norm-floor"]);
+    // The honest peers alone: aggregated every round; without the Gauntlet nothing is judged.
+    assert!(
+        runs[1]
+            .peers
+            .iter()
+            .all(|p| p.is_honest() && p.aggregated == 3)
+    );
+    assert!(runs[2].peers.is_empty());
+    // The honest peers train on the same batches in every run.
+    assert_eq!(runs[0].points[1].tokens, runs[1].points[1].tokens);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("# Hostile-peer comparison")
+            && report.contains("| p05 | sign-flip | 0 | 0.0% | – | negative-score × 3 | 0–2 |"),
+        "{report}"
+    );
 }

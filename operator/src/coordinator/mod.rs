@@ -5,7 +5,6 @@
 
 mod admission;
 mod event;
-mod judge;
 mod machine;
 mod policy;
 mod run;
@@ -20,7 +19,6 @@ mod tests;
 pub use event::{
     Decision, Digest, Event, Fingerprint, PeerId, RefuseReason, RejectReason, SkipReason,
 };
-pub use judge::GauntletState;
 pub use machine::{
     Contribution, Coordinator, FINGERPRINT_VERSIONS, LiveState, Phase, PublishedRound,
     RESYNC_QUORUM, SkippedRound,
@@ -31,3 +29,4 @@ pub use serve::{run as run_coordinator, serve};
 pub use server::{Attach, Shared, now_ms};
 pub use service::ExchangeService;
 pub use store::UpdateMeta;
+pub use tributary_gauntlet::judge::GauntletState;

@@ -14,16 +14,17 @@ use tributary_codec::{Aggregator, ContributionView, decode, encode_aggregate};
 use tributary_crds::TrainingRunSpec;
 use tributary_gauntlet::ledger::{Ledger, ValidatorScore};
 use tributary_gauntlet::selection::ValidatorReport;
+use tributary_gauntlet::sketch::SketchKey;
 use tributary_proto::identity;
 use tributary_proto::v1alpha1::{
     AggregatePublished, RoundEvent, RoundOpened, RoundSkipped, round_event,
 };
 
 use super::admission::{ContributionCheck, default_checks};
-use super::judge::{Candidate, GauntletState, share};
 use super::run::RunConfig;
 use super::store::{RoundRecord, RunRecord, SelectionRecord, Store, UpdateMeta};
 use super::{Coordinator, Decision, Event, PeerId, Phase, SkipReason};
+use tributary_gauntlet::judge::{Candidate, GauntletState, share};
 
 /// Wall-clock milliseconds since the Unix epoch: the machine's time base, so deadlines in round
 /// events mean the same to every peer.
@@ -590,11 +591,11 @@ impl Shared {
                 scores
                     .entry(PeerId::from(peer))
                     .or_default()
-                    .push(ValidatorScore {
-                        score: s.score,
-                        own_better: s.improvement_own > s.improvement_random,
-                        steps_behind: None,
-                    });
+                    .push(ValidatorScore::measured(
+                        s.score,
+                        s.improvement_own,
+                        s.improvement_random,
+                    ));
             }
         }
         let scored = expected.iter().filter(|p| scores.contains_key(*p)).count();
@@ -635,7 +636,12 @@ impl Shared {
                 None,
             ),
             Some(cfg) => {
-                let mut state = self.store.gauntlet()?.unwrap_or_else(GauntletState::new);
+                let mut state = self.store.gauntlet()?.unwrap_or_else(|| {
+                    GauntletState::new(SketchKey {
+                        k0: rand::random(),
+                        k1: rand::random(),
+                    })
+                });
                 let candidates = updates
                     .iter()
                     .map(|(peer, payload, meta)| {

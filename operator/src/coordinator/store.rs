@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::judge::GauntletState;
 use super::{Coordinator, LiveState, PublishedRound, SkippedRound};
+use tributary_gauntlet::judge::GauntletState;
 
 /// Keys: "machine" (the state machine without its logs, JSON: [`LiveState`]), "run"
 /// ([`RunRecord`], JSON), "gauntlet" (ratings, standings, replay sketches: [`GauntletState`],

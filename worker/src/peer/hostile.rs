@@ -46,7 +46,10 @@ const OTHER_DATA_SALT: u64 = 0x6f74_6865_722d_6461;
 
 /// What a hostile peer sends instead of its honest update. For testing the coordinator's
 /// defences only: never set on a run you want to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum HostileKind {
     /// Random positions and values, at the honest update's norm (tensor by tensor).
     Noise,
@@ -93,7 +96,7 @@ impl HostileKind {
         }
     }
 
-    fn colludes(self) -> bool {
+    pub(crate) fn colludes(self) -> bool {
         matches!(self, Self::Copy | Self::ColluderOrigin)
     }
 }
@@ -140,8 +143,39 @@ impl Hostile {
         })
     }
 
+    /// A hostile peer inside one process (the simulator): a `copy` peer is handed its
+    /// colluder's payload directly, so no directory is needed.
+    pub(crate) fn in_process(kind: HostileKind, seed: u64) -> Self {
+        Self {
+            kind,
+            collude_dir: None,
+            seed,
+            replay: Replay::default(),
+            last_aggregate: None,
+            last_mean_loss: None,
+        }
+    }
+
     pub(crate) fn kind(&self) -> HostileKind {
         self.kind
+    }
+
+    /// Whether it trains at all (`lazy` does not).
+    pub(crate) fn trains(&self) -> bool {
+        self.kind != HostileKind::Lazy
+    }
+
+    /// The data seed it trains on: the run's, or another one (`other-data`).
+    pub(crate) fn data_seed(&self, run_seed: u64) -> u64 {
+        match self.kind {
+            HostileKind::OtherData => other_data_seed(run_seed),
+            _ => run_seed,
+        }
+    }
+
+    /// `lazy`'s update of `round`: random positions and small values, no training.
+    pub(crate) fn lazy_update(&self, plan: &TensorPlan, round: u64) -> Result<Contribution> {
+        lazy(plan, mix(self.seed, round))
     }
 
     /// Remembers what a later lie needs from a published aggregate (`blob`, already applied).
@@ -154,12 +188,19 @@ impl Hostile {
         Ok(())
     }
 
+    /// [`Hostile::observe`] of an aggregate already dense (the simulator's).
+    pub(crate) fn observe_dense(&mut self, aggregate: &[Vec<f32>]) {
+        if self.kind == HostileKind::FlipAggregate {
+            self.last_aggregate = Some(aggregate.to_vec());
+        }
+    }
+
     /// The round's local work: honest training, training on other data, or none (`lazy`).
     pub(crate) fn train(&self, state: &mut PeerState, round: u64, slot: u32) -> Result<Trained> {
         match self.kind {
             HostileKind::Lazy => {
                 let plan = state.plan();
-                let update = lazy(plan.tensors(), mix(self.seed, round))?;
+                let update = self.lazy_update(plan.tensors(), round)?;
                 let vocab = f64::from(plan.tensors().model().vocab);
                 Ok(Trained {
                     payload: encode(&update)?,
@@ -168,7 +209,7 @@ impl Hostile {
                 })
             }
             HostileKind::OtherData => {
-                let seed = other_data_seed(state.plan().data().seed);
+                let seed = self.data_seed(state.plan().data().seed);
                 state.train_on(round, slot, seed)
             }
             _ => state.train(round, slot),

@@ -5,7 +5,7 @@
 
 mod client;
 pub(crate) mod failure;
-mod hostile;
+pub(crate) mod hostile;
 mod log;
 mod state;
 pub(crate) mod validator;

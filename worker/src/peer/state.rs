@@ -11,26 +11,13 @@ use tributary_data::{Batch, StreamId, TokenSource};
 
 use crate::checkpoint::Checkpoint;
 use crate::model::{self, fingerprint};
-use crate::train::{InnerLoop, OuterStep, compress_round, local_round, round_start};
+use crate::train::{
+    InnerLoop, OuterStep, RoundData, RoundScorer, UpdateScore, compress_round, local_round,
+    restore_unsent, round_start,
+};
 
 /// Held-out sequences an evaluating peer scores θ on after each aggregate.
 const EVAL_SEQUENCES: usize = 64;
-
-/// Inner steps whose batches a validator scores an update on (the last ones of the round).
-const SCORED_STEPS: u32 = 8;
-/// Held-out batches per assigned batch a validator scores an update on.
-const HELD_OUT_FACTOR: u32 = 4;
-
-/// What applying one peer's update alone does to the loss, relative to θ's.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct UpdateScore {
-    /// On the peer's assigned batches.
-    pub own: f64,
-    /// On batches nobody trained on: the update's score.
-    pub random: f64,
-    /// The update's L2 norm before clipping.
-    pub norm: f64,
-}
 
 /// The result of one round's local training.
 pub(crate) struct Trained {
@@ -236,10 +223,7 @@ impl PeerState {
     /// its mass is sent later instead of lost.
     fn restore_pending(&mut self) {
         if self.pending.take().is_some() {
-            for (ef, t) in self.efs.iter_mut().zip(&self.sent.tensors) {
-                // Shapes match by construction; a mismatch would be a bug, not input.
-                let _ = t.accumulate_into(ef.as_mut_slice(), 1.0);
-            }
+            restore_unsent(&mut self.efs, &self.sent);
         }
     }
 
@@ -259,91 +243,48 @@ impl PeerState {
         Ok(Some((self.inner.evaluate(&eval)?, floor)))
     }
 
-    /// A validator's measurement of one peer's update of `round` (trained from this state's θ):
-    /// the update alone, clipped to `clip_norm` and applied at `lr_scale` × the round's outer
-    /// lr, and the relative loss improvement it makes on the peer's assigned batches (its
-    /// `slot`'s last inner steps) and on four times as many batches of the round's held-out
-    /// stream, which nobody trains on.
-    pub(crate) fn score_update(
+    /// A validator's scoring of `round`'s candidates (trained from this state's θ): each
+    /// applied alone, clipped to `clip_norm` and at `lr_scale` × the round's outer lr
+    /// (train::score).
+    pub(crate) fn round_scorer(
         &mut self,
-        update: &Contribution,
         round: u64,
-        slot: u32,
         lr_scale: f64,
         clip_norm: f64,
-    ) -> Result<UpdateScore> {
-        let data = *self.plan.data();
-        let dense: Vec<Vec<f32>> = update.tensors.iter().map(|t| t.to_dense()).collect();
-        let norm = update.norm();
-        let clip = if norm > clip_norm && norm > 0.0 {
-            clip_norm / norm
-        } else {
-            1.0
+    ) -> Result<RoundScorer> {
+        let data = self.plan.data();
+        let round_data = RoundData {
+            seed: data.seed,
+            inner_steps: data.inner_steps,
+            sequences: data.sequences as usize,
+            seq_len: data.seq_len as usize,
         };
-        let step = (lr_scale * self.outer.lr_at(round) * clip) as f32;
-        let moved: Vec<Vec<f32>> = self
-            .theta
-            .iter()
-            .zip(&dense)
-            .map(|(t, d)| t.iter().zip(d).map(|(t, d)| t - step * d).collect())
-            .collect();
-        // The last steps' batches moved the peer's parameters most recently.
-        let steps = data.inner_steps.min(SCORED_STEPS);
-        let assigned = (data.inner_steps - steps..data.inner_steps)
-            .map(|step| {
-                let id = StreamId {
-                    seed: data.seed,
-                    peer: slot,
-                    round,
-                    step,
-                };
-                Ok(self
-                    .source
-                    .batch(id, data.sequences as usize, data.seq_len as usize)?)
-            })
-            .collect::<Result<Vec<Batch>>>()?;
-        // Held-out batches outnumber the assigned ones: the score (the held-out improvement) is
-        // what decides, and a one-update improvement is small against batch-to-batch noise.
-        let random = (0..steps * HELD_OUT_FACTOR)
-            .map(|i| {
-                // The held-out stream of this round: no peer trains on it.
-                let id = StreamId {
-                    seed: data.seed,
-                    peer: StreamId::HELD_OUT_PEER,
-                    round,
-                    step: i,
-                };
-                Ok(self
-                    .source
-                    .batch(id, data.sequences as usize, data.seq_len as usize)?)
-            })
-            .collect::<Result<Vec<Batch>>>()?;
-        let theta = std::mem::take(&mut self.theta);
-        let before = (
-            self.mean_loss(&theta, &assigned),
-            self.mean_loss(&theta, &random),
-        );
-        self.theta = theta;
-        let before = (before.0?, before.1?);
-        let after = (
-            self.mean_loss(&moved, &assigned)?,
-            self.mean_loss(&moved, &random)?,
-        );
-        let relative = |b: f64, a: f64| if b > 0.0 { (b - a) / b } else { 0.0 };
-        Ok(UpdateScore {
-            own: relative(before.0, after.0),
-            random: relative(before.1, after.1),
-            norm,
-        })
+        let step = lr_scale * self.outer.lr_at(round);
+        RoundScorer::new(
+            &mut self.inner,
+            &self.theta,
+            self.source.as_ref(),
+            round_data,
+            round,
+            step,
+            clip_norm,
+        )
     }
 
-    fn mean_loss(&mut self, params: &[Vec<f32>], batches: &[Batch]) -> Result<f64> {
-        self.inner.model.params_mut().load(params)?;
-        let mut sum = 0.0;
-        for b in batches {
-            sum += self.inner.evaluate(b)?;
-        }
-        Ok(sum / batches.len().max(1) as f64)
+    /// `scorer`'s measurement of the update of the peer in `slot`.
+    pub(crate) fn score_update(
+        &mut self,
+        scorer: &RoundScorer,
+        update: &Contribution,
+        slot: u32,
+    ) -> Result<UpdateScore> {
+        scorer.score(
+            &mut self.inner,
+            &self.theta,
+            self.source.as_ref(),
+            update,
+            slot,
+        )
     }
 
     /// The shared state as a checkpoint: θ and outer momentum (error feedback is private).

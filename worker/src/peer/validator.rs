@@ -18,6 +18,7 @@ use tributary_proto::v1alpha1::{PeerScore, RunPhase, round_event};
 
 use super::failure::{self, Backoff, Permanent};
 use super::{Client, PeerState, load_key};
+use crate::train::median_norm;
 
 /// How long one ListCandidates call waits for its round to close.
 const LIST_WAIT: Duration = Duration::from_secs(20);
@@ -211,17 +212,12 @@ async fn score_round(
     if updates.is_empty() {
         return Ok(());
     }
-    let scoring = &state.spec().participation.scoring;
-    let lr_scale = scoring.eval_lr_scale;
-    let mut norms: Vec<f64> = updates.iter().map(|(_, u)| u.norm()).collect();
-    norms.sort_by(f64::total_cmp);
-    let median = norms
-        .get(norms.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(0.0);
+    let lr_scale = state.spec().participation.scoring.eval_lr_scale;
+    let median = median_norm(updates.iter().map(|(_, u)| u));
+    let scorer = block_in_place(|| state.round_scorer(round, lr_scale, median))?;
     let mut scores = Vec::with_capacity(updates.len());
     for (c, update) in &updates {
-        let s = block_in_place(|| state.score_update(update, round, c.slot, lr_scale, median))?;
+        let s = block_in_place(|| state.score_update(&scorer, update, c.slot))?;
         info!(
             peer = %c.peer_id,
             score = s.random,

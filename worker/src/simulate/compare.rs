@@ -13,7 +13,7 @@ use tributary_codec::{
 use tributary_crds::{InnerOptimizer, ModelPreset, OuterKind, OuterOptimizer, TensorPlan};
 use tributary_data::synthetic::LanguageConfig;
 
-use super::config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
+use super::config::{HostileKind, OuterLrDrop, SimConfig, SimGauntlet, Strategy, WireFormat};
 use super::plot::{XAxis, loss_plot};
 use super::report::RunReport;
 use crate::provenance::describe;
@@ -32,6 +32,11 @@ pub struct CompareOptions {
     /// Runs of DDP and of SparseLoCo 1/64 per seed, the pair whose ratio is the tightest claim;
     /// the claims use their mean excess (docs/benchmarks.md: one trajectory varies by ±0.005).
     pub replicates: u32,
+    /// Hostile peers beside the honest `peers`: non-empty makes this the hostile-peer
+    /// comparison ([`hostile_plan`]) instead of the strategy comparison.
+    pub hostile: Vec<HostileKind>,
+    /// Candidates the Gauntlet's validator scores per round in the hostile comparison (0: all).
+    pub scored_per_round: u32,
 }
 
 /// Inner learning rate of every peer-local AdamW (calibrated: docs/benchmarks.md).
@@ -88,6 +93,8 @@ pub fn base(opts: &CompareOptions, seed: u64) -> SimConfig {
         eval_sequences: opts.eval_sequences,
         evals: opts.evals,
         threads: 1,
+        hostile: Vec::new(),
+        gauntlet: None,
     }
 }
 
@@ -103,6 +110,9 @@ pub fn diloco_outer() -> OuterOptimizer {
 
 /// Every run of the comparison for one seed.
 pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
+    if !opts.hostile.is_empty() {
+        return Ok(hostile_plan(opts, seed));
+    }
     let b = base(opts, seed);
     let nesterov = diloco_outer();
     let sparse = |name: &str, k: u16, mode: QuantMode, wire: WireFormat| SimConfig {
@@ -171,6 +181,47 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
         ),
     ]);
     Ok(runs)
+}
+
+/// The runs of the hostile-peer comparison for one seed: SparseLoCo 1/64 with the honest peers
+/// and the hostile ones judged by the Gauntlet, the same honest peers alone (judged too), and
+/// the hostile run without the Gauntlet (what it defends against). Tokens count the honest
+/// peers', so the honest peers train on the same batches in every run.
+pub fn hostile_plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
+    let b = base(opts, seed);
+    let gauntlet = Some(SimGauntlet {
+        scored_per_round: opts.scored_per_round,
+    });
+    let share = hostile_share(opts.peers, opts.hostile.len());
+    vec![
+        SimConfig {
+            name: format!("{HOSTILE_RUN} {share}% s{seed}"),
+            hostile: opts.hostile.clone(),
+            gauntlet,
+            ..b.clone()
+        },
+        SimConfig {
+            name: format!("{HONEST_RUN} s{seed}"),
+            gauntlet,
+            ..b.clone()
+        },
+        SimConfig {
+            name: format!("{UNDEFENDED_RUN} {share}% s{seed}"),
+            hostile: opts.hostile.clone(),
+            ..b
+        },
+    ]
+}
+
+/// Run names of the hostile-peer comparison.
+const HOSTILE_RUN: &str = "gauntlet hostile";
+const HONEST_RUN: &str = "gauntlet honest-only";
+const UNDEFENDED_RUN: &str = "no gauntlet hostile";
+
+/// The hostile peers' share of all peers, in whole percent.
+fn hostile_share(honest: u32, hostile: usize) -> u64 {
+    let all = u64::from(honest) + hostile as u64;
+    (100 * hostile as u64 + all / 2) / all.max(1)
 }
 
 /// `cfg` as `count` replicates (at least one): the first is `cfg` itself, the others are named
@@ -347,6 +398,9 @@ impl std::fmt::Display for Excess {
 /// The claims of the comparison, one line each, and whether all hold. Replicated runs are
 /// judged on their mean excess.
 pub fn check(reports: &[RunReport], seeds: &[u64]) -> (Vec<String>, bool) {
+    if is_hostile(reports) {
+        return check_hostile(reports, seeds);
+    }
     let mut lines = Vec::new();
     let mut ok = true;
     let mut claim = |holds: bool, text: String| {
@@ -399,6 +453,42 @@ pub fn check(reports: &[RunReport], seeds: &[u64]) -> (Vec<String>, bool) {
                 ddp.bytes_per_peer as f64 / sl.bytes_per_peer.max(1) as f64
             ),
         );
+    }
+    (lines, ok)
+}
+
+/// Whether `reports` are a hostile-peer comparison's.
+fn is_hostile(reports: &[RunReport]) -> bool {
+    reports
+        .iter()
+        .any(|r| !r.config.hostile.is_empty() || r.config.gauntlet.is_some())
+}
+
+/// The claim of the hostile-peer comparison: with the Gauntlet, the run with hostile peers ends
+/// within 1.2× the excess of its honest peers alone.
+fn check_hostile(reports: &[RunReport], seeds: &[u64]) -> (Vec<String>, bool) {
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for &seed in seeds {
+        let (Some(hostile), Some(honest)) = (
+            group(reports, seed, HOSTILE_RUN).first().copied(),
+            group(reports, seed, HONEST_RUN).first().copied(),
+        ) else {
+            ok = false;
+            lines.push(format!("- [ ] seed {seed}: runs missing"));
+            continue;
+        };
+        let holds = hostile.excess <= 1.2 * honest.excess;
+        ok &= holds;
+        lines.push(format!(
+            "- [{}] seed {seed}: with {} hostile of {} peers, excess {:.4} ≤ 1.2 × the honest peers' alone {:.4} (= {:.4})",
+            if holds { "x" } else { " " },
+            hostile.config.hostile.len(),
+            hostile.config.peers as usize + hostile.config.hostile.len(),
+            hostile.excess,
+            honest.excess,
+            1.2 * honest.excess
+        ));
     }
     (lines, ok)
 }
@@ -471,6 +561,9 @@ pub fn write_plots(dir: &Path, reports: &[RunReport], seeds: &[u64]) -> Result<(
 
 /// report.md: the table of runs, the machine, the claims (`checks`) and the plots.
 pub fn render_markdown(reports: &[RunReport], checks: &[String], opts: &CompareOptions) -> String {
+    if is_hostile(reports) {
+        return render_hostile_markdown(reports, checks, opts);
+    }
     let mut md = String::new();
     let first = reports.first();
     let _ = writeln!(md, "# Strategy comparison\n");
@@ -520,6 +613,85 @@ pub fn render_markdown(reports: &[RunReport], checks: &[String], opts: &CompareO
     md
 }
 
+/// report.md of the hostile-peer comparison: the runs, the claims, and per seed how the
+/// Gauntlet treated every peer of the hostile run.
+fn render_hostile_markdown(
+    reports: &[RunReport],
+    checks: &[String],
+    opts: &CompareOptions,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Hostile-peer comparison\n");
+    if let Some(r) = reports.first() {
+        let kinds: Vec<&str> = opts.hostile.iter().map(|k| k.name()).collect();
+        let sample = match opts.scored_per_round {
+            0 => "every candidate".to_owned(),
+            n => format!("a deterministic sample of {n} candidates"),
+        };
+        let _ = writeln!(
+            md,
+            "SparseLoCo 1/64 on model `tiny` ({} parameters): {} honest peers and {} hostile ones ({}), {} tokens per run (the honest peers'), batch {}×{} per peer per step, {} inner steps per peer in rounds of {}, seeds {:?}. \"gauntlet\" runs judge every round as the coordinator does (cheap checks, ratings, standing, selection; a TrainingRun's default `participation.scoring`) with one validator scoring {sample} per round; \"no gauntlet\" aggregates every update. docs/security.md describes the hostile kinds and the checks.\n",
+            r.parameters,
+            opts.peers,
+            opts.hostile.len(),
+            kinds.join(", "),
+            opts.tokens,
+            r.config.batch,
+            r.config.seq_len,
+            r.config.steps(),
+            r.config.inner_steps,
+            opts.seeds,
+        );
+    }
+    let _ = writeln!(md, "{}\n", machines(reports));
+    let _ = writeln!(
+        md,
+        "| run | final held-out loss | floor | excess over floor | rounds skipped | wall s |\n|---|---|---|---|---|---|"
+    );
+    for r in reports {
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {:.4} | {:.4} | {} | {:.0} |",
+            r.config.name, r.final_eval_loss, r.floor, r.excess, r.rounds_skipped, r.wall_seconds
+        );
+    }
+    let _ = writeln!(md, "\n## Claims\n\n{}\n", checks.join("\n"));
+    for r in reports.iter().filter(|r| !r.peers.is_empty()) {
+        let rounds = r.config.rounds();
+        let _ = writeln!(
+            md,
+            "## {}: who was aggregated\n\n{rounds} rounds. Weight: the peer's share of all aggregation weight over the run (each round's weights sum to 1).\n\n| peer | role | rounds aggregated | weight | last aggregated | left out (reason × rounds) | excluded in rounds |\n|---|---|---|---|---|---|---|",
+            r.config.name
+        );
+        for p in &r.peers {
+            let left_out: Vec<String> = p
+                .left_out
+                .iter()
+                .map(|(why, n)| format!("{why} × {n}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.1}% | {} | {} | {} |",
+                p.peer,
+                p.role,
+                p.aggregated,
+                100.0 * p.weight / rounds.max(1) as f64,
+                p.last_aggregated.map_or("–".to_owned(), |r| r.to_string()),
+                left_out.join(", "),
+                p.excluded_ranges()
+            );
+        }
+        let _ = writeln!(md);
+    }
+    for &seed in &opts.seeds {
+        let _ = writeln!(
+            md,
+            "![loss vs tokens, seed {seed}](loss-vs-tokens-seed{seed}.svg)\n![loss vs bytes, seed {seed}](loss-vs-bytes-seed{seed}.svg)\n"
+        );
+    }
+    md
+}
+
 /// The machine line of the report: one machine when every run names the same, else each run's.
 fn machines(reports: &[RunReport]) -> String {
     let first = reports.first().and_then(|r| r.machine.as_ref());
@@ -553,6 +725,15 @@ pub fn options_of(reports: &[RunReport], out_dir: PathBuf) -> Option<CompareOpti
         evals: first.evals,
         eval_sequences: first.eval_sequences,
         replicates: reports.iter().map(|r| r.config.replicate + 1).max()?,
+        hostile: reports
+            .iter()
+            .find(|r| !r.config.hostile.is_empty())
+            .map(|r| r.config.hostile.clone())
+            .unwrap_or_default(),
+        scored_per_round: reports
+            .iter()
+            .find_map(|r| r.config.gauntlet)
+            .map_or(0, |g| g.scored_per_round),
     })
 }
 
@@ -585,6 +766,8 @@ mod tests {
             evals: 16,
             eval_sequences: 256,
             replicates,
+            hostile: Vec::new(),
+            scored_per_round: 0,
         }
     }
 
@@ -601,6 +784,8 @@ mod tests {
             fingerprint: String::new(),
             points: Vec::new(),
             machine: None,
+            peers: Vec::new(),
+            rounds_skipped: 0,
         }
     }
 

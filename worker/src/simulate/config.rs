@@ -1,9 +1,12 @@
 //! What one simulated run does.
 
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use tributary_codec::{CodecParams, QuantMode};
 use tributary_crds::{InnerOptimizer, ModelConfig, OuterLrStep, OuterOptimizer};
 use tributary_data::synthetic::LanguageConfig;
+
+pub use crate::peer::hostile::HostileKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +72,23 @@ pub struct SimConfig {
     pub evals: u32,
     /// libtorch intra-op threads.
     pub threads: u32,
+    /// Hostile peers beside the honest `peers`, in the slots after theirs (their tokens are not
+    /// counted in `tokens`): what each sends instead of its honest update (docs/security.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostile: Vec<HostileKind>,
+    /// Judge every round with the Gauntlet (sparseloco only); without it every update is
+    /// aggregated, as before the Gauntlet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gauntlet: Option<SimGauntlet>,
+}
+
+/// The Gauntlet of a simulated run: the coordinator's checks, ratings and selection with a
+/// TrainingRun's default `participation.scoring`, and one validator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimGauntlet {
+    /// Candidates the validator scores per round: 0 all of them, n a deterministic sample of n
+    /// (`candidatesPerValidator`).
+    pub scored_per_round: u32,
 }
 
 fn is_zero(x: &u32) -> bool {
@@ -101,6 +121,35 @@ impl SimConfig {
     /// Rounds in the run (the last may be shorter).
     pub fn rounds(&self) -> u64 {
         self.steps().div_ceil(u64::from(self.inner_steps.max(1)))
+    }
+
+    /// Fails on hostile peers or a Gauntlet the run cannot have.
+    pub fn check_hostile(&self) -> Result<()> {
+        if (!self.hostile.is_empty() || self.gauntlet.is_some())
+            && self.strategy != Strategy::Sparseloco
+        {
+            bail!("hostile peers and the Gauntlet need the sparseloco strategy");
+        }
+        for (i, kind) in self.hostile.iter().enumerate() {
+            match kind {
+                HostileKind::Stale => bail!(
+                    "hostile kind stale is refused on receipt by the coordinator's check of the signed model version, which the simulator does not have; the devnet test covers it"
+                ),
+                HostileKind::Copy if !self.hostile[..i].contains(&HostileKind::ColluderOrigin) => {
+                    bail!("hostile kind copy needs a colluder-origin before it in the list")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every slot's role: "honest" for the `peers` honest ones, then each hostile kind.
+    pub fn roles(&self) -> Vec<String> {
+        let honest = (0..self.peers).map(|_| super::report::HONEST.to_owned());
+        honest
+            .chain(self.hostile.iter().map(|k| k.name().to_owned()))
+            .collect()
     }
 
     /// The outer optimizer of the run, with `outer_lr_drop` as its schedule.
@@ -180,7 +229,77 @@ mod codec_params_serde {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::simulate::{CompareOptions, base};
+
+    fn sparse() -> SimConfig {
+        let opts = CompareOptions {
+            out_dir: std::path::PathBuf::new(),
+            tokens: 1_000_000,
+            seeds: vec![1],
+            jobs: 1,
+            peers: 3,
+            evals: 2,
+            eval_sequences: 16,
+            replicates: 1,
+            hostile: Vec::new(),
+            scored_per_round: 0,
+        };
+        base(&opts, 1)
+    }
+
+    #[test]
+    fn hostile_mixes_the_simulator_cannot_run_are_refused_with_the_reason() {
+        let mut cfg = sparse();
+        cfg.hostile = vec![HostileKind::Noise, HostileKind::SignFlip];
+        cfg.check_hostile().unwrap();
+        assert_eq!(
+            cfg.roles(),
+            ["honest", "honest", "honest", "noise", "sign-flip"]
+        );
+        cfg.hostile = vec![HostileKind::Stale];
+        let e = cfg.check_hostile().unwrap_err().to_string();
+        assert!(e.contains("signed model version"), "{e}");
+        cfg.hostile = vec![HostileKind::Copy, HostileKind::ColluderOrigin];
+        let e = cfg.check_hostile().unwrap_err().to_string();
+        assert!(e.contains("colluder-origin before it"), "{e}");
+        cfg.hostile = vec![HostileKind::ColluderOrigin, HostileKind::Copy];
+        cfg.check_hostile().unwrap();
+        cfg.strategy = Strategy::Diloco;
+        assert!(cfg.check_hostile().is_err());
+        cfg.hostile.clear();
+        cfg.check_hostile().unwrap();
+        cfg.gauntlet = Some(SimGauntlet {
+            scored_per_round: 0,
+        });
+        assert!(
+            cfg.check_hostile().is_err(),
+            "the Gauntlet judges sparse updates only"
+        );
+    }
+
+    /// Configurations name hostile kinds as the command line does; configurations without
+    /// them (every committed strategy comparison) serialize as before.
+    #[test]
+    fn hostile_kinds_serialize_by_their_command_line_names() {
+        let mut cfg = sparse();
+        let plain = serde_json::to_value(&cfg).unwrap();
+        assert!(plain.get("hostile").is_none() && plain.get("gauntlet").is_none());
+        cfg.hostile = vec![HostileKind::SignFlip, HostileKind::FreeRider];
+        cfg.gauntlet = Some(SimGauntlet {
+            scored_per_round: 4,
+        });
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(
+            json["hostile"],
+            serde_json::json!(["sign-flip", "free-rider"])
+        );
+        assert_eq!(json["gauntlet"]["scored_per_round"], 4);
+        let back: SimConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.hostile, cfg.hostile);
+        assert_eq!(back.gauntlet, cfg.gauntlet);
+    }
 
     #[test]
     fn the_outer_lr_drops_once_at_its_fraction_of_the_rounds() {

@@ -4,14 +4,16 @@
 
 mod compare;
 mod config;
+mod judged;
 pub mod plot;
 mod report;
 mod run;
 
 pub use compare::{
     CompareOptions, DDP_LR, INNER_LR, OUTER_LR_DROP, SPARSE_H, SPARSE_OUTER_LR, base, check,
-    compare, diloco_outer, options_of, plan, render_csv, render_markdown, round_bytes, write_plots,
+    compare, diloco_outer, hostile_plan, options_of, plan, render_csv, render_markdown,
+    round_bytes, write_plots,
 };
-pub use config::{OuterLrDrop, SimConfig, Strategy, WireFormat};
-pub use report::{Point, RunReport};
+pub use config::{HostileKind, OuterLrDrop, SimConfig, SimGauntlet, Strategy, WireFormat};
+pub use report::{HONEST, PeerOutcome, Point, RunReport};
 pub use run::{simulate, simulate_prefix};

@@ -11,11 +11,15 @@ use tributary_crds::TensorPlan;
 use tributary_data::synthetic::Language;
 use tributary_data::{Batch, StreamId, TokenSource};
 
-use super::config::{SimConfig, Strategy, WireFormat};
+use super::config::{HostileKind, SimConfig, Strategy, WireFormat};
+use super::judged::{Judge, RoundInput};
 use super::report::{Point, RunReport};
 use crate::model::{self, fingerprint};
+use crate::peer::hostile::{Hostile, seed_of};
 use crate::provenance::Machine;
-use crate::train::{InnerLoop, OuterStep, compress_round, local_round, round_start};
+use crate::train::{
+    InnerLoop, OuterStep, RoundData, compress_round, local_round, restore_unsent, round_start,
+};
 
 /// Runs `cfg` to its token budget, calling `on_point` at each evaluation.
 pub fn simulate(cfg: &SimConfig, on_point: impl FnMut(&Point)) -> Result<RunReport> {
@@ -43,6 +47,7 @@ fn simulate_until(
             cfg.model.context
         );
     }
+    cfg.check_hostile()?;
     tch::set_num_threads(cfg.threads.max(1) as i32);
     let started = Instant::now();
     let language = Language::new(cfg.language).context("building the embedded language")?;
@@ -84,6 +89,12 @@ fn simulate_until(
         fingerprint: sim.fingerprint()?,
         points,
         machine: Some(Machine::current(cfg.threads)),
+        peers: sim
+            .judge
+            .as_ref()
+            .map(|j| j.outcomes().to_vec())
+            .unwrap_or_default(),
+        rounds_skipped: sim.rounds_skipped,
     })
 }
 
@@ -91,52 +102,86 @@ struct Sim<'a> {
     cfg: &'a SimConfig,
     language: &'a Language,
     eval: Batch,
-    /// One loop for ddp; one per peer otherwise.
+    /// One loop for ddp; one per peer otherwise (the honest ones, then the hostile ones).
     peers: Vec<InnerLoop>,
+    /// The hostile peers, in the slots after the honest ones.
+    hostile: Vec<Hostile>,
+    judge: Option<Judge>,
     /// Global parameters (diloco, sparseloco).
     theta: Vec<Vec<f32>>,
     outer: OuterStep,
     efs: Vec<Vec<ErrorFeedback>>,
-    /// The contribution being sent; its buffers are reused by every peer and round.
-    sent: Contribution,
+    /// Each peer's honest compressed update of the round; its buffers are reused every round.
+    sent: Vec<Contribution>,
     plan: TensorPlan,
     numel: usize,
     bytes_per_peer: u64,
     round: u64,
+    rounds_skipped: u64,
 }
 
 impl<'a> Sim<'a> {
     fn new(cfg: &'a SimConfig, language: &'a Language, eval: Batch) -> Result<Self> {
         // DDP's one replica steps on every peer's batch: nothing is averaged after it.
+        let slots = cfg.peers as usize + cfg.hostile.len();
         let (replicas, aggregated) = match cfg.strategy {
             Strategy::Ddp => (1, 1),
-            _ => (cfg.peers as usize, cfg.peers),
+            _ => (slots, cfg.peers),
         };
         let plan = TensorPlan::new(cfg.model, cfg.codec)?;
+        let inner_loop = || {
+            model::build(&plan, cfg.train_seed(), Device::Cpu)
+                .map(|m| InnerLoop::new(m, cfg.inner.clone(), cfg.steps(), aggregated))
+        };
         let peers = (0..replicas)
-            .map(|_| {
-                model::build(&plan, cfg.train_seed(), Device::Cpu)
-                    .map(|m| InnerLoop::new(m, cfg.inner.clone(), cfg.steps(), aggregated))
-            })
+            .map(|_| inner_loop())
             .collect::<Result<Vec<_>>>()?;
         let theta = peers[0].model.params().to_vecs()?;
         let sizes: Vec<usize> = theta.iter().map(Vec::len).collect();
-        let efs = (0..cfg.peers)
+        let efs = (0..slots)
             .map(|_| sizes.iter().map(|n| ErrorFeedback::zeros(*n)).collect())
             .collect();
+        let hostile = cfg
+            .hostile
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let slot = cfg.peers as usize + i;
+                let key = [cfg.train_seed().to_le_bytes(), (slot as u64).to_le_bytes()].concat();
+                Hostile::in_process(*kind, seed_of(&key))
+            })
+            .collect();
+        let rule = if cfg.paper_mean {
+            AggregationRule::Mean
+        } else {
+            AggregationRule::MedianClipMean
+        };
+        let judge = match &cfg.gauntlet {
+            Some(g) => Some(Judge::new(
+                g,
+                &cfg.roles(),
+                inner_loop()?,
+                rule,
+                cfg.train_seed(),
+            )),
+            None => None,
+        };
         Ok(Self {
             cfg,
             language,
             eval,
             peers,
+            hostile,
+            judge,
             outer: OuterStep::new(cfg.outer_optimizer(), &sizes),
             theta,
             efs,
-            sent: Contribution::default(),
+            sent: vec![Contribution::default(); slots],
             plan,
             numel: sizes.iter().sum(),
             bytes_per_peer: 0,
             round: 0,
+            rounds_skipped: 0,
         })
     }
 
@@ -184,59 +229,140 @@ impl<'a> Sim<'a> {
         let lookahead = (self.cfg.lookahead && self.cfg.strategy == Strategy::Sparseloco)
             .then(|| self.outer.lr_at(self.round) as f32);
         let (cfg, language, round) = (self.cfg, self.language, self.round);
+        let honest = cfg.peers as usize;
         for (p, peer) in self.peers.iter_mut().enumerate() {
+            let hostile = p.checked_sub(honest).and_then(|h| self.hostile.get(h));
+            if hostile.is_some_and(|h| !h.trains()) {
+                deltas.push(None);
+                continue;
+            }
+            let data_seed = hostile.map_or(cfg.train_seed(), |h| h.data_seed(cfg.train_seed()));
             let start = round_start(&self.theta, &self.efs[p], lookahead);
             let trained = local_round(peer, &start, span as u32, 1, |step| {
                 let id = StreamId {
-                    seed: cfg.train_seed(),
+                    seed: data_seed,
                     peer: p as u32,
                     round,
                     step,
                 };
                 Ok(language.batch(id, cfg.batch as usize, cfg.seq_len as usize)?)
             })?;
-            for l in &trained.losses {
-                loss += l;
+            // The training loss is the honest peers' (a hostile run's curve compares with the
+            // honest-only run's).
+            if p < honest {
+                for l in &trained.losses {
+                    loss += l;
+                }
             }
-            deltas.push(trained.delta);
+            deltas.push(Some(trained.delta));
         }
         let aggregate = match self.cfg.strategy {
-            Strategy::Sparseloco => self.sparse_aggregate(&deltas)?,
+            Strategy::Sparseloco => self.sparse_aggregate(&deltas, span)?,
             _ => {
                 self.bytes_per_peer += 4 * self.numel as u64;
-                mean(&deltas)
+                let dense: Vec<Vec<Vec<f32>>> = deltas.into_iter().flatten().collect();
+                Some(mean(&dense))
             }
         };
-        self.outer.apply(&mut self.theta, &aggregate, self.round)?;
+        match aggregate {
+            Some(aggregate) => {
+                for h in &mut self.hostile {
+                    h.observe_dense(&aggregate);
+                }
+                self.outer.apply(&mut self.theta, &aggregate, self.round)?;
+            }
+            None => self.rounds_skipped += 1,
+        }
         self.round += 1;
-        Ok(loss / (span as f64 * self.peers.len() as f64))
+        Ok(loss / (span as f64 * honest as f64))
     }
 
-    /// Compresses each peer's pseudo-gradient through its error feedback, sends it through the
-    /// wire format, and aggregates what the receiver decodes.
-    fn sparse_aggregate(&mut self, deltas: &[Vec<Vec<f32>>]) -> Result<Vec<Vec<f32>>> {
+    /// Compresses each peer's pseudo-gradient through its error feedback (a hostile peer then
+    /// swaps in its lie), sends it through the wire format, and aggregates what the receiver
+    /// decodes: every update, or what the Gauntlet selects, weighted. `None`: the Gauntlet
+    /// left every update out.
+    fn sparse_aggregate(
+        &mut self,
+        deltas: &[Option<Vec<Vec<f32>>>],
+        span: u64,
+    ) -> Result<Option<Vec<Vec<f32>>>> {
+        let honest = self.cfg.peers as usize;
         let mut received = Vec::with_capacity(deltas.len());
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(deltas.len());
         let mut sent = 0u64;
         let limits = self.plan.update_limits();
         for (p, delta) in deltas.iter().enumerate() {
-            let c = &mut self.sent;
-            compress_round(&mut self.efs[p], delta, &self.plan, c)?;
-            let bytes = encode(c)?;
-            sent += match self.cfg.wire {
-                WireFormat::Tributary => bytes.len() as u64,
-                WireFormat::Production => production_wire_bytes(c),
+            let hostile = p.checked_sub(honest).and_then(|h| self.hostile.get_mut(h));
+            let c = &mut self.sent[p];
+            let mut payload = match (delta, &hostile) {
+                (Some(delta), _) => {
+                    compress_round(&mut self.efs[p], delta, &self.plan, c)?;
+                    encode(c)?
+                }
+                (None, Some(h)) => encode(&h.lazy_update(&self.plan, self.round)?)?,
+                (None, None) => bail!("peer {p} has no update"),
             };
-            received.push(decode(&bytes, &limits)?);
+            if p < honest {
+                sent += match self.cfg.wire {
+                    WireFormat::Tributary => payload.len() as u64,
+                    WireFormat::Production => production_wire_bytes(c),
+                };
+            }
+            if let Some(h) = hostile {
+                payload = h.disguise(&self.plan, c, self.round, payload)?;
+                if h.kind() == HostileKind::Copy {
+                    payload = self.colluder_payload(p, &payloads).unwrap_or(payload);
+                }
+            }
+            received.push(decode(&payload, &limits)?);
+            payloads.push(payload);
         }
         // Peers' payloads differ in size by a few bytes: count their mean.
-        self.bytes_per_peer += sent.div_ceil(deltas.len() as u64);
-        let refs: Vec<_> = received.iter().collect();
-        let rule = if self.cfg.paper_mean {
-            AggregationRule::Mean
-        } else {
-            AggregationRule::MedianClipMean
+        self.bytes_per_peer += sent.div_ceil(honest as u64);
+        let Some(judge) = &mut self.judge else {
+            let refs: Vec<_> = received.iter().collect();
+            let rule = if self.cfg.paper_mean {
+                AggregationRule::Mean
+            } else {
+                AggregationRule::MedianClipMean
+            };
+            return Ok(Some(Aggregator::new(rule).aggregate(&refs, None)?));
         };
-        Ok(Aggregator::new(rule).aggregate(&refs, None)?)
+        let input = RoundInput {
+            round: self.round,
+            theta: &self.theta,
+            updates: &received,
+            data: RoundData {
+                seed: self.cfg.train_seed(),
+                inner_steps: span as u32,
+                sequences: self.cfg.batch as usize,
+                seq_len: self.cfg.seq_len as usize,
+            },
+            outer_lr: self.outer.lr_at(self.round),
+        };
+        let judged = judge.round(&input, self.language)?;
+        // An update left out reaches no one: its peer still owes all of it.
+        for (p, selected) in judged.selected.iter().enumerate() {
+            if !selected && deltas.get(p).is_some_and(Option::is_some) {
+                restore_unsent(&mut self.efs[p], &self.sent[p]);
+            }
+        }
+        Ok(judged
+            .aggregate
+            .map(|a| a.tensors.iter().map(|t| t.to_dense()).collect()))
+    }
+
+    /// The payload of the nearest `colluder-origin` slot before `slot` (a `copy` peer's).
+    fn colluder_payload(&self, slot: usize, payloads: &[Vec<u8>]) -> Option<Vec<u8>> {
+        let honest = self.cfg.peers as usize;
+        (honest..slot)
+            .rev()
+            .find(|&p| {
+                self.hostile
+                    .get(p - honest)
+                    .is_some_and(|h| h.kind() == HostileKind::ColluderOrigin)
+            })
+            .and_then(|p| payloads.get(p).cloned())
     }
 
     fn point(&mut self, step: u64, train_loss: f64, floor: f64) -> Result<Point> {

@@ -74,3 +74,12 @@ pub fn compress_round(
     compress_contribution_into(pending, &slices, plan.shapes(), plan.codec(), sent)?;
     Ok(())
 }
+
+/// Returns an update that was not applied (left out of the aggregate) to the error feedback it
+/// was taken from: nothing of it reached θ, so the peer still owes all of it.
+pub fn restore_unsent(pending: &mut [ErrorFeedback], sent: &Contribution) {
+    for (ef, t) in pending.iter_mut().zip(&sent.tensors) {
+        // Shapes match by construction; a mismatch would be a bug, not input.
+        let _ = t.accumulate_into(ef.as_mut_slice(), 1.0);
+    }
+}

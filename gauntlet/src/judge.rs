@@ -1,25 +1,27 @@
-//! The Gauntlet in the coordinator (docs/security.md): a closed round's accepted updates and
-//! its validators' scores in; the selection and weights of its aggregate out, with the state
-//! the next rounds need (ratings, standings, sketches of recent updates and aggregates). No IO:
-//! the server reads the inputs from its store and writes the state back with the aggregate.
+//! One round of the Gauntlet (docs/security.md): a closed round's accepted updates and its
+//! validators' scores in; the selection and weights of its aggregate out, with the state the
+//! next rounds need (ratings, standings, sketches of recent updates and aggregates). The
+//! coordinator persists the state in its store; the simulator keeps it in memory: both judge
+//! rounds with this one function.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tributary_codec::{Contribution, SparseAggregate, similarity};
-use tributary_gauntlet::checks::{
+
+use crate::PeerId;
+use crate::checks::{
     CopyCandidate, NormCandidate, ReplayCandidate, ReplayHistory, Verdict, copy_flags, norm_flags,
     replay_flags, verdicts,
 };
-use tributary_gauntlet::config::GauntletConfig;
-use tributary_gauntlet::ledger::{Ledger, ValidatorScore};
-use tributary_gauntlet::selection::{Selection, ValidatorReport};
-use tributary_gauntlet::sketch::{SketchKey, SketchSpec, UpdateSketch};
-
-use super::PeerId;
+use crate::config::GauntletConfig;
+use crate::ledger::{Ledger, ValidatorScore};
+use crate::selection::{Selection, ValidatorReport};
+use crate::sketch::{SketchKey, SketchSpec, UpdateSketch};
 
 /// Rounds back that a replay of a peer's own update, or of an aggregate, is looked for.
-pub(super) const REPLAY_ROUNDS: usize = 4;
+pub const REPLAY_ROUNDS: usize = 4;
 /// Sampled positions per update sketch (8 bytes each).
 const SKETCH_ENTRIES: u64 = 512;
 
@@ -29,7 +31,7 @@ pub struct GauntletState {
     /// The run's secret sketch key (never published: peers cannot tell which positions are
     /// sampled).
     key: SketchKey,
-    pub(super) ledger: Ledger,
+    pub ledger: Ledger,
     /// Each peer's last [`REPLAY_ROUNDS`] update sketches, oldest first.
     own: BTreeMap<PeerId, VecDeque<UpdateSketch>>,
     /// The last [`REPLAY_ROUNDS`] aggregates' sketches, oldest first.
@@ -40,7 +42,7 @@ pub struct GauntletState {
 }
 
 /// One accepted update of the closed round.
-pub(super) struct Candidate {
+pub struct Candidate {
     pub peer: PeerId,
     pub update: Contribution,
     /// When it was accepted (ms): copy detection flags the later of two submitters.
@@ -49,22 +51,16 @@ pub(super) struct Candidate {
 
 /// What the Gauntlet made of a round.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Judgement {
+pub struct Judgement {
     pub selection: Selection,
     /// The validators' combined score of each scored candidate.
     pub scores: BTreeMap<PeerId, ValidatorScore>,
 }
 
 impl GauntletState {
-    /// A run's first state, with a fresh secret key.
-    pub(super) fn new() -> Self {
-        Self::with_key(SketchKey {
-            k0: rand::random(),
-            k1: rand::random(),
-        })
-    }
-
-    fn with_key(key: SketchKey) -> Self {
+    /// A run's first state; `key` must be secret and random (peers that know it could
+    /// choose positions the replay sketches do not sample).
+    pub fn new(key: SketchKey) -> Self {
         Self {
             key,
             ledger: Ledger::default(),
@@ -78,7 +74,7 @@ impl GauntletState {
     /// (each candidate's scores from every validator that delivered), penalties for `members`
     /// that sent nothing, the ratings update and the selection. Remembers the candidates'
     /// sketches for later replay checks.
-    pub(super) fn judge(
+    pub fn judge(
         &mut self,
         cfg: &GauntletConfig,
         candidates: &[Candidate],
@@ -130,7 +126,7 @@ impl GauntletState {
     }
 
     /// Remembers a published aggregate for the replay checks of later rounds.
-    pub(super) fn record_aggregate(&mut self, aggregate: &SparseAggregate) {
+    pub fn record_aggregate(&mut self, aggregate: &SparseAggregate) {
         if let Some(spec) = &self.spec {
             self.aggregates.push_back(spec.sketch_aggregate(aggregate));
             while self.aggregates.len() > REPLAY_ROUNDS {
@@ -194,7 +190,7 @@ impl GauntletState {
 /// smallest: deterministic, different for each validator and round, and unknown to peers in
 /// advance only as far as the validator's key is (sampling hides nothing from a peer that
 /// cannot predict which round it is checked in, since every round is sampled afresh).
-pub(super) fn share(
+pub fn share(
     round: u64,
     validator_key: &[u8],
     candidates: &[PeerId],
@@ -210,7 +206,7 @@ pub(super) fn share(
             let mut bytes = validator_key.to_vec();
             bytes.extend_from_slice(&round.to_le_bytes());
             bytes.extend_from_slice(p.as_str().as_bytes());
-            (tributary_proto::identity::sha256(&bytes), p)
+            (<[u8; 32]>::from(Sha256::digest(&bytes)), p)
         })
         .collect();
     keyed.sort();
@@ -245,11 +241,11 @@ fn combine(scores: &[ValidatorScore]) -> Option<ValidatorScore> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::checks::CheckReason;
+    use crate::selection::Unselected;
     use tributary_codec::{
         AggregationRule, Aggregator, CodecParams, ErrorFeedback, TensorShape, compress_contribution,
     };
-    use tributary_gauntlet::checks::CheckReason;
-    use tributary_gauntlet::selection::Unselected;
 
     fn update(seed: u64, scale: f32) -> Contribution {
         let shape = [TensorShape::new(&[64, 64]).unwrap()];
@@ -287,7 +283,7 @@ mod tests {
     #[test]
     fn cheap_checks_exclude_scaled_copied_and_replayed_updates() {
         let cfg = GauntletConfig::default();
-        let mut state = GauntletState::with_key(SketchKey { k0: 1, k1: 2 });
+        let mut state = GauntletState::new(SketchKey { k0: 1, k1: 2 });
         let members: Vec<PeerId> = ["a", "b", "c", "d", "e"].map(PeerId::new).to_vec();
         let first = [
             candidate("a", update(1, 1.0), 1),
@@ -345,7 +341,7 @@ mod tests {
     #[test]
     fn a_negated_aggregate_is_a_negated_replay() {
         let cfg = GauntletConfig::default();
-        let mut state = GauntletState::with_key(SketchKey { k0: 3, k1: 4 });
+        let mut state = GauntletState::new(SketchKey { k0: 3, k1: 4 });
         let members: Vec<PeerId> = ["a", "b", "c"].map(PeerId::new).to_vec();
         let ups = [update(1, 1.0), update(2, 1.0), update(3, 1.0)];
         let round: Vec<Candidate> = ups
@@ -394,7 +390,7 @@ mod tests {
     #[test]
     fn validator_scores_combine_and_a_negative_one_excludes() {
         let cfg = GauntletConfig::default();
-        let mut state = GauntletState::with_key(SketchKey { k0: 5, k1: 6 });
+        let mut state = GauntletState::new(SketchKey { k0: 5, k1: 6 });
         let members: Vec<PeerId> = ["a", "b", "c"].map(PeerId::new).to_vec();
         let round: Vec<Candidate> = (0..3)
             .map(|i| candidate(members[i].as_str(), update(30 + i as u64, 1.0), i as u64))
@@ -450,7 +446,7 @@ mod tests {
     #[test]
     fn state_round_trips_through_json() {
         let cfg = GauntletConfig::default();
-        let mut state = GauntletState::new();
+        let mut state = GauntletState::new(SketchKey { k0: 7, k1: 8 });
         let members: Vec<PeerId> = ["a", "b"].map(PeerId::new).to_vec();
         let round = [
             candidate("a", update(1, 1.0), 1),
