@@ -29,6 +29,14 @@ compare)
     # The strategy comparison (both seeds, ~46 min on 2 cores) into reports/compare; compare it
     # with docs/compare (compare-check checks the committed one against the code).
     exec cargo run --release -p tributary-worker -- compare --out reports/compare "$@" ;;
+compare-hostile)
+    # The hostile-peer comparison (7 honest + 3 hostile peers, both seeds, three runs each) into
+    # reports/compare-hostile; compare-check checks the committed docs/compare-hostile.
+    exec cargo run --release -p tributary-worker -- compare --hostile noise,sign-flip,flip-aggregate \
+        --peers 7 --out reports/compare-hostile "$@" ;;
+validation-bench)
+    # What scoring one candidate costs a validator, against a round of H = 30 inner steps.
+    exec cargo bench -p tributary-worker --bench validation "$@" ;;
 compare-check)
     # What CI checks of the committed comparison and devnet reports, including the re-run of
     # the first evaluations of one committed run per strategy.

@@ -247,7 +247,14 @@ impl History {
                     prop_assert_eq!(*reason, RefuseReason::RunFull);
                     prop_assert_eq!(members_before, policy.capacity() as usize);
                 }
-                Decision::PeerExpired { peer } => prop_assert!(!after.is_member(peer)),
+                Decision::PeerExpired { peer } => {
+                    prop_assert!(!after.is_member(peer));
+                    // The machine forgets a departed member's fingerprints: if it joins again,
+                    // its old reports no longer count towards a majority.
+                    for at in self.fingerprints.values_mut() {
+                        at.remove(peer);
+                    }
+                }
                 Decision::RoundOpened { round, members, .. } => {
                     prop_assert_eq!(self.live(), None, "a round opened while another runs");
                     if let Some((&last, _)) = self.opened.last_key_value() {
