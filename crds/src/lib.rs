@@ -32,7 +32,8 @@ pub use error::{Error, Result};
 pub use model::{ModelConfig, ModelPreset, ModelSpec, ParamSpec};
 pub use optimizer::{InnerOptimizer, OuterKind, OuterLrStep, OuterOptimizer};
 pub use participation::{
-    PUBLIC_KEY_PATTERN, ParticipationMode, ParticipationSpec, ScoringSpec, StragglerPolicy,
+    MAX_VALIDATOR_REPLICAS, PUBLIC_KEY_PATTERN, ParticipationMode, ParticipationSpec, ScoringSpec,
+    StragglerPolicy,
 };
 pub use plan::{DataSchedule, RunPlan, TensorPlan, codec_params};
 pub use training_run::{

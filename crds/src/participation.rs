@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// Pattern of a peer's ed25519 public key: 32 bytes as 64 lowercase hex digits.
 pub const PUBLIC_KEY_PATTERN: &str = "^[0-9a-f]{64}$";
 
+/// Most validators the operator runs for one run: each evaluates every candidate it is given,
+/// so more than a few only multiply the same work.
+pub const MAX_VALIDATOR_REPLICAS: u32 = 16;
+
 /// Admission, round timing and scoring of peers.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -128,6 +132,11 @@ pub struct ScoringSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = "^[0-9a-f]{64}$")))]
     pub validators: Vec<String>,
+    /// Validators the operator runs in-cluster for this run, each with a key of its own that
+    /// the operator mints, keeps in a Secret and adds to the run's trusted validators (on top of
+    /// `validators`). 0: none.
+    #[schemars(range(max = MAX_VALIDATOR_REPLICAS))]
+    pub validator_replicas: u32,
     /// Seconds a closed round waits for every validator's scores before it aggregates without
     /// the missing ones (ours: 30).
     #[schemars(range(min = 1))]
@@ -147,6 +156,7 @@ impl Default for ScoringSpec {
             copy_overlap_threshold: 0.4,
             eval_lr_scale: 0.2,
             validators: Vec::new(),
+            validator_replicas: 0,
             validator_window_seconds: 30,
             candidates_per_validator: 0,
         }

@@ -9,7 +9,9 @@ use crate::compression::CompressionSpec;
 use crate::data::{DataSource, DataSpec};
 use crate::model::{ModelConfig, ModelSpec};
 use crate::optimizer::{InnerOptimizer, OuterKind, OuterOptimizer};
-use crate::participation::{PUBLIC_KEY_PATTERN, ParticipationMode, ParticipationSpec};
+use crate::participation::{
+    MAX_VALIDATOR_REPLICAS, PUBLIC_KEY_PATTERN, ParticipationMode, ParticipationSpec,
+};
 use crate::validation::Problems;
 use crate::workload::{CheckpointSpec, CoordinatorSpec, TelemetrySpec, WorkerTemplate};
 use crate::{Error, Result};
@@ -346,6 +348,21 @@ impl TrainingRunSpec {
             );
         }
         p.check(
+            scoring.validator_replicas > 0 && !scoring.enabled,
+            "spec.participation.scoring.validatorReplicas",
+            || "validators only score a run whose scoring is enabled: set enabled or 0".into(),
+        );
+        p.check(
+            scoring.validator_replicas > MAX_VALIDATOR_REPLICAS,
+            "spec.participation.scoring.validatorReplicas",
+            || {
+                format!(
+                    "{} exceeds the most the operator runs, {MAX_VALIDATOR_REPLICAS}",
+                    scoring.validator_replicas
+                )
+            },
+        );
+        p.check(
             scoring.validator_window_seconds == 0,
             "spec.participation.scoring.validatorWindowSeconds",
             || "must be at least 1".into(),
@@ -473,6 +490,10 @@ pub struct TrainingRunStatus {
     /// Joined peers that no in-cluster Contributor runs: external machines anywhere.
     #[serde(default)]
     pub external_peers: u32,
+    /// Ready validators of those the operator runs for this run
+    /// (`participation.scoring.validatorReplicas`).
+    #[serde(default)]
+    pub ready_validators: u32,
     /// Where peers reach the coordinator (`host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator_endpoint: Option<String>,

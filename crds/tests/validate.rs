@@ -127,6 +127,31 @@ fn participation_rules() {
 }
 
 #[test]
+fn validator_replicas_need_scoring_and_stay_within_the_limit() {
+    let scoring = |v: serde_json::Value| spec(json!({"participation": {"scoring": v}}));
+    assert_eq!(
+        TrainingRunSpec::new(spec(json!({})).model)
+            .participation
+            .scoring
+            .validator_replicas,
+        0
+    );
+    assert!(problems(&scoring(json!({"validatorReplicas": 2}))).is_empty());
+    assert!(problems(&scoring(json!({"validatorReplicas": 16}))).is_empty());
+    assert_eq!(
+        problems(&scoring(json!({"validatorReplicas": 17}))),
+        ["spec.participation.scoring.validatorReplicas: 17 exceeds the most the operator runs, 16"]
+    );
+    assert_eq!(
+        problems(&scoring(json!({"enabled": false, "validatorReplicas": 1}))),
+        [
+            "spec.participation.scoring.validatorReplicas: validators only score a run whose scoring is enabled: set enabled or 0"
+        ]
+    );
+    assert!(problems(&scoring(json!({"enabled": false, "validatorReplicas": 0}))).is_empty());
+}
+
+#[test]
 fn a_run_needs_a_limit() {
     let s: TrainingRunSpec = serde_json::from_value(json!({"model": {"preset": "tiny"}})).unwrap();
     assert_eq!(

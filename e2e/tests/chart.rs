@@ -497,9 +497,9 @@ fn network_policies_are_off_by_default() {
 }
 
 #[test]
-fn network_policies_confine_coordinators_and_workers_when_enabled() {
+fn network_policies_confine_coordinators_workers_and_validators_when_enabled() {
     let docs = render(&[NETWORK_POLICY]);
-    assert_eq!(all_of(&docs, "NetworkPolicy").len(), 2);
+    assert_eq!(all_of(&docs, "NetworkPolicy").len(), 3);
     let operator_pods = json!({
         "app.kubernetes.io/name": "tributary",
         "app.kubernetes.io/instance": RELEASE,
@@ -524,6 +524,7 @@ fn network_policies_confine_coordinators_and_workers_when_enabled() {
             "ports": grpc,
             "from": [
                 {"podSelector": ours("worker")},
+                {"podSelector": ours("validator")},
                 {
                     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": RELEASE_NAMESPACE}},
                     "podSelector": {"matchLabels": operator_pods},
@@ -538,24 +539,31 @@ fn network_policies_confine_coordinators_and_workers_when_enabled() {
         assert_eq!(&pod_labels[key], value, "operator pod label {key}");
     }
 
-    let workers = named(&docs, "NetworkPolicy", "tributary-workers");
-    assert_eq!(workers["metadata"]["namespace"], "team-a");
-    let spec = &workers["spec"];
-    assert_eq!(spec["podSelector"], ours("worker"));
-    // Ingress listed with no rules: nothing reaches a worker.
-    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
-    assert!(spec.get("ingress").is_none());
-    assert_eq!(
-        spec["egress"],
-        json!([
-            {"ports": grpc, "to": [{"podSelector": ours("coordinator")}]},
-            {
-                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-                "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-            },
-            {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}]},
-        ])
-    );
+    // Workers and the operator's validators alike: nothing reaches them; they reach only the
+    // coordinators, DNS and workerEgress.
+    for (policy, component) in [
+        ("tributary-workers", "worker"),
+        ("tributary-validators", "validator"),
+    ] {
+        let confined = named(&docs, "NetworkPolicy", policy);
+        assert_eq!(confined["metadata"]["namespace"], "team-a");
+        let spec = &confined["spec"];
+        assert_eq!(spec["podSelector"], ours(component));
+        // Ingress listed with no rules: nothing reaches these pods.
+        assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+        assert!(spec.get("ingress").is_none());
+        assert_eq!(
+            spec["egress"],
+            json!([
+                {"ports": grpc, "to": [{"podSelector": ours("coordinator")}]},
+                {
+                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                    "to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                },
+                {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}]},
+            ])
+        );
+    }
 
     // Without a watchNamespace the policies go to the release namespace, with the operator.
     let docs = render(&["networkPolicy.enabled=true"]);

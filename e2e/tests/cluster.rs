@@ -3,15 +3,17 @@
 //! control plane of scripts/devcluster.sh) with a process kubelet running the pods:
 //!
 //! 1. `helm install` the chart (two operator replicas, leader election, a Role in the runs'
-//!    namespace and nothing cluster-wide), apply the example TrainingRun and a Contributor with
-//!    2 replicas;
-//! 2. the run trains; `kubectl get trainingruns` shows phase, round, loss and peers;
+//!    namespace and nothing cluster-wide), apply the example TrainingRun (with one validator the
+//!    operator runs, `validatorReplicas: 1`) and a Contributor with 2 replicas;
+//! 2. the run trains; `kubectl get trainingruns` shows phase, round, loss and peers; the
+//!    operator's validator is Ready and its scores arrive (rounds judged with them, not degraded);
 //! 3. `kubectl scale contributor` to 4 adds peers mid-run, to 1 removes them, the run goes on;
 //!    a Contributor naming another Contributor's key Secret gets no workers;
 //! 4. an external peer (a worker process outside the cluster, its own key) joins the run;
 //! 5. the leading operator is SIGKILLed and the run goes on under the other replica; at no time
 //!    do two replicas act;
-//! 6. deleting the TrainingRun removes every object made for it;
+//! 6. `validatorReplicas: 0` removes the validator's pod, key and trust; deleting the
+//!    TrainingRun removes every object made for it;
 //! 7. an invalid TrainingRun is refused by the API server's schema with a readable message.
 
 use std::collections::BTreeMap;
@@ -33,9 +35,12 @@ use tributary_crds::{Contributor, RunPhase, TrainingRun, TrainingRunStatus};
 use tributary_e2e::cluster::{self, helm_cmd, kubectl, repo_root, wait_for};
 use tributary_e2e::kubelet::{Namespaces, ProcessKubelet};
 use tributary_e2e::workspace_binary;
+use tributary_proto::v1alpha1::GetStatusRequest;
+use tributary_proto::v1alpha1::exchange_client::ExchangeClient;
 
 const RUN: &str = "tiny-demo";
 const WORKERS: &str = "tiny-demo-workers";
+const VALIDATORS: &str = "tiny-demo-validators";
 const STEP: Duration = Duration::from_secs(180);
 
 #[test]
@@ -178,7 +183,19 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
         3,
         "two operator pods:\n{operators}"
     );
-    kubectl(&["apply", "-n", ns, "-f", "examples/trainingrun.yaml"])?;
+    // The example run, with one validator that the operator runs in-cluster.
+    let example = std::fs::read_to_string(repo_root().join("examples/trainingrun.yaml"))?;
+    let with_validator = example.replacen(
+        "      warmupRounds: 3\n",
+        "      warmupRounds: 3\n      validatorReplicas: 1\n",
+        1,
+    );
+    assert_ne!(
+        with_validator, example,
+        "the example's scoring section moved"
+    );
+    pipe_kubectl(&["apply", "-n", ns, "-f", "-"], &with_validator)
+        .map_err(|e| anyhow::anyhow!("applying the run: {e}"))?;
     kubectl(&["apply", "-n", ns, "-f", "examples/contributor.yaml"])?;
     let runs: Api<TrainingRun> = Api::namespaced(client.clone(), ns);
 
@@ -220,6 +237,33 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
             "kubectl explain {kind}:\n{explained}"
         );
     }
+    // The operator's validator: Ready, and its scores reach the coordinator: rounds are judged
+    // with them (not degraded), every accepted update carrying a validator score.
+    wait_status(&runs, "the operator's validator Ready", |s| {
+        s.ready_validators == 1
+    })
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let coordinator_url = format!("http://{}:50051", coordinator_ip(&pods).await?);
+    let judged = wait_for(
+        "a round judged with the validator's scores",
+        STEP,
+        || async {
+            let mut c = ExchangeClient::connect(coordinator_url.clone()).await?;
+            let status = c.get_status(GetStatusRequest::default()).await?;
+            Ok(status.into_inner().history.into_iter().find(|r| {
+                r.published
+                    && r.degraded.is_empty()
+                    && !r.selection.is_empty()
+                    && r.selection.iter().all(|s| s.score.is_some())
+            }))
+        },
+    )
+    .await?;
+    eprintln!(
+        "step 2: round {} judged by the operator's validator: {:?}",
+        judged.round, judged.selection
+    );
     let described = kubectl(&["describe", "trainingrun", RUN, "-n", ns])?;
     for shown in ["Progressing", "RoundsCompleting", "Events:", "Running"] {
         assert!(
@@ -244,7 +288,6 @@ async fn scenario(client: &Client, names: &Names, dir: &Path) -> Result<()> {
     );
     assert_eq!(c_status.peer_ids.len(), 4, "{c_status:?}");
     kubectl(&["scale", "contributor", WORKERS, "--replicas=1", "-n", ns])?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     wait_for("workers scaled to 1", STEP, || async {
         let list = pods
             .list(&ListParams::default().labels(&format!("tributary.dev/contributor={WORKERS}")))
@@ -359,7 +402,53 @@ spec:
     );
     eprintln!("step 7: refused: {}", refused.trim());
 
-    // 6. Deleting the run removes everything made for it.
+    // 6. No more validators: the pod goes, its key goes, the coordinator no longer trusts it.
+    kubectl(&[
+        "patch",
+        "trainingrun",
+        RUN,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"participation":{"scoring":{"validatorReplicas":0}}}}"#,
+    ])?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        "the validator's pod, key and trust to be gone",
+        STEP,
+        || async {
+            let pods_left = pods
+                .list(&ListParams::default().labels(&format!(
+                    "tributary.dev/run={RUN},app.kubernetes.io/component=validator"
+                )))
+                .await?
+                .items
+                .len();
+            let keys_left = secrets
+                .get_opt(&format!("{RUN}-validator-keys"))
+                .await?
+                .and_then(|s| s.data)
+                .map_or(0, |d| d.len());
+            let manifest = config_maps
+                .get(&format!("{RUN}-run"))
+                .await?
+                .data
+                .and_then(|d| d.get("run.yaml").cloned())
+                .unwrap_or_default();
+            let trusted: TrainingRun = serde_yaml::from_str(&manifest)?;
+            let validators = trusted.spec.participation.scoring.validators.len();
+            Ok((pods_left == 0 && keys_left == 0 && validators == 0).then_some(()))
+        },
+    )
+    .await?;
+    let set: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let replicas = set.get(VALIDATORS).await?.spec.and_then(|s| s.replicas);
+    assert_eq!(replicas, Some(0));
+    eprintln!("step 6: validatorReplicas 0: no validator pod, key or trust");
+
+    // Deleting the run removes everything made for it.
     kubectl(&["delete", "trainingrun", RUN, "-n", ns, "--wait=false"])?;
     let selector = format!("tributary.dev/run={RUN}");
     wait_for("every child of the run to be gone", STEP, || async {

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Every pod the operator creates passes the Pod Security "restricted" profile: the coordinator
-//! Deployment and the worker StatefulSet as `children` builds them, for the examples and for the
+//! Deployment, the worker StatefulSet and the validator StatefulSet as `children` builds them, for the examples and for the
 //! variants that change the pod (GPUs, the run's own resources, a user's key Secret, an image).
 //! The chart's own Deployment is checked in chart.rs.
 
@@ -77,5 +77,13 @@ fn worker_pods_pass_the_restricted_profile() {
             let sts = children::worker_statefulset(&contributor, &run, &images(), 3);
             assert_restricted(&serde_json::to_value(sts).unwrap());
         }
+    }
+}
+
+#[test]
+fn validator_pods_pass_the_restricted_profile() {
+    for run in runs() {
+        let sts = children::validator_statefulset(&run, &images(), 2);
+        assert_restricted(&serde_json::to_value(sts).unwrap());
     }
 }

@@ -103,6 +103,13 @@ pub(super) fn coordinator_name(run: &str) -> String {
 pub(super) fn keys_secret_name(contributor: &str) -> String {
     format!("{contributor}-keys")
 }
+/// The StatefulSet of the validators the operator runs for a run (its pods: `<this>-<i>`).
+pub(super) fn validators_name(run: &str) -> String {
+    format!("{run}-validators")
+}
+pub(super) fn validator_keys_secret_name(run: &str) -> String {
+    format!("{run}-validator-keys")
+}
 
 /// In-cluster address of a run's coordinator (`host:port`).
 pub(super) fn coordinator_endpoint(run: &TrainingRun) -> String {
@@ -220,13 +227,27 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// The manifest the coordinator reads: the run as `kubectl apply` would see it, without status.
-pub(super) fn run_manifest(run: &TrainingRun) -> Result<String, serde_yaml::Error> {
+/// The manifest the coordinator reads: the run as `kubectl apply` would see it, without status,
+/// with the public keys of the validators the operator runs (`validators`, hex) added to
+/// `participation.scoring.validators`. The coordinator trusts the validators listed there and
+/// hands the spec to every peer and validator, so this file is the one path the keys need: no
+/// API access for the coordinator.
+pub(super) fn run_manifest(
+    run: &TrainingRun,
+    validators: &[String],
+) -> Result<String, serde_yaml::Error> {
+    let mut spec = run.spec.clone();
+    let trusted = &mut spec.participation.scoring.validators;
+    for key in validators {
+        if !trusted.contains(key) {
+            trusted.push(key.clone());
+        }
+    }
     let manifest = serde_json::json!({
         "apiVersion": "tributary.dev/v1alpha1",
         "kind": "TrainingRun",
         "metadata": { "name": run.name_any_or_empty() },
-        "spec": run.spec,
+        "spec": spec,
     });
     serde_yaml::to_string(&manifest)
 }
@@ -570,6 +591,125 @@ pub fn worker_statefulset(
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
                 match_labels: Some(label_map(&[(CONTRIBUTOR_LABEL, &name)])),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// The Secret of the validators the operator runs for `run`, holding `keys` (pod name → 64 hex
+/// digits of seed). Owned by the run: deleting it deletes the keys.
+pub(super) fn validator_keys_secret(run: &TrainingRun, keys: &BTreeMap<String, String>) -> Secret {
+    let name = run.name_any_or_empty();
+    Secret {
+        metadata: meta(
+            validator_keys_secret_name(&name),
+            run.namespace_or_default(),
+            run_labels(&name, "validator"),
+            owner_ref(run),
+        ),
+        type_: Some("Opaque".into()),
+        data: Some(
+            keys.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+/// The validators the operator runs for `run`: `tributary-worker validate` against the run's
+/// coordinator Service, each pod with its own key (`<keys>/<pod name>`). A StatefulSet, as the
+/// Contributors' workers are, for the same reason: its pods have stable names, so each pod
+/// finds its key in the Secret by its name, and keeps it across restarts. Validators evaluate
+/// the model as workers train it, so they take the worker template's image, resources, GPUs and
+/// placement.
+pub fn validator_statefulset(run: &TrainingRun, images: &Images, replicas: i32) -> StatefulSet {
+    let run_name = run.name_any_or_empty();
+    let name = validators_name(&run_name);
+    let template = &run.spec.worker_template;
+    let labels = run_labels(&run_name, "validator");
+    let mut resources = template.resources.clone().unwrap_or_default();
+    if template.gpus_per_worker > 0 {
+        let gpu = Quantity(template.gpus_per_worker.to_string());
+        resources
+            .limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU.into(), gpu.clone());
+        resources
+            .requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU.into(), gpu);
+    }
+    let mut env = vec![field_env("POD_NAME", "metadata.name")];
+    env.extend(template.env.iter().cloned());
+    env.extend(otlp_env(run));
+    let container = Container {
+        name: "validator".into(),
+        image: Some(
+            template
+                .image
+                .clone()
+                .unwrap_or_else(|| images.worker.clone()),
+        ),
+        image_pull_policy: template.image_pull_policy.map(|p| p.as_str().to_owned()),
+        command: Some(vec!["tributary-worker".into()]),
+        args: Some(vec![
+            "validate".into(),
+            "--coordinator".into(),
+            format!("http://{}", coordinator_endpoint(run)),
+            "--run-id".into(),
+            run_name.clone(),
+            "--key".into(),
+            format!("{KEYS_DIR}/$(POD_NAME)"),
+        ]),
+        env: Some(env),
+        resources: (resources != ResourceRequirements::default()).then_some(resources),
+        volume_mounts: Some(vec![mount("keys", KEYS_DIR, true)]),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        node_selector: Some(template.node_selector.clone()).filter(|s| !s.is_empty()),
+        tolerations: Some(template.tolerations.clone()).filter(|t| !t.is_empty()),
+        ..pod_spec(
+            container,
+            vec![Volume {
+                name: "keys".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(validator_keys_secret_name(&run_name)),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            }],
+        )
+    };
+    StatefulSet {
+        metadata: meta(
+            name.clone(),
+            run.namespace_or_default(),
+            labels.clone(),
+            owner_ref(run),
+        ),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(name),
+            // Validators are independent of each other: start and stop them all at once.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(label_map(&[
+                    (RUN_LABEL, &run_name),
+                    (COMPONENT_LABEL, "validator"),
+                ])),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {

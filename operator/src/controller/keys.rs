@@ -88,6 +88,43 @@ pub(super) fn with_missing(
     (keys, grew)
 }
 
+/// The keys of the validators the operator runs, one per pod of `pods`, given the Secret's
+/// current data: a pod's well-formed key is kept (a restarted validator keeps its identity), a
+/// missing or malformed one is replaced by a fresh key, and the keys of pods beyond `pods` are
+/// dropped (a validator scaled away is no longer trusted, and its key is gone). Returns the
+/// keys and whether they differ from `existing`.
+pub(super) fn validator_keys(
+    existing: &BTreeMap<String, ByteString>,
+    pods: &[String],
+    mut generate: impl FnMut() -> Identity,
+) -> (BTreeMap<String, String>, bool) {
+    let keys: BTreeMap<String, String> = pods
+        .iter()
+        .map(|pod| {
+            let kept = existing
+                .get(pod)
+                .and_then(|v| std::str::from_utf8(&v.0).ok())
+                .filter(|text| Identity::from_hex(text).is_some());
+            let key = kept.map_or_else(|| generate().to_hex(), str::to_owned);
+            (pod.clone(), key)
+        })
+        .collect();
+    let unchanged = keys.len() == existing.len()
+        && keys
+            .iter()
+            .all(|(pod, key)| existing.get(pod).is_some_and(|v| v.0 == key.as_bytes()));
+    (keys, !unchanged)
+}
+
+/// The ed25519 public key (64 hex digits) of each of `pods`'s keys, in pod order.
+pub(super) fn public_keys(keys: &BTreeMap<String, String>, pods: &[String]) -> Vec<String> {
+    pods.iter()
+        .filter_map(|pod| keys.get(pod))
+        .filter_map(|text| Identity::from_hex(text))
+        .map(|id| hex::encode(id.public_key()))
+        .collect()
+}
+
 /// Peer id of each of `pods` whose key is present and well-formed, in pod order.
 pub(super) fn peer_ids(keys: &BTreeMap<String, String>, pods: &[String]) -> Vec<String> {
     pods.iter()
@@ -192,6 +229,55 @@ mod tests {
         let ids = peer_ids(&four, &pods(4));
         assert_eq!(ids.len(), 4);
         assert_eq!(peer_ids(&four, &pods(1)), ids[..1].to_vec());
+    }
+
+    fn data(keys: &BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
+        keys.iter()
+            .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn validator_keys_follow_the_replicas_and_keep_each_pods_key() {
+        let (two, changed) = validator_keys(&BTreeMap::new(), &pods(2), Identity::generate);
+        assert!(changed);
+        assert_eq!(two.keys().collect::<Vec<_>>(), ["w-0", "w-1"]);
+        assert_ne!(two["w-0"], two["w-1"]);
+        // Nothing to do when the Secret already holds exactly these keys.
+        let (same, changed) = validator_keys(&data(&two), &pods(2), || unreachable!());
+        assert!(!changed);
+        assert_eq!(same, two);
+        // Scaling up keeps the existing keys and mints the new pod's.
+        let (three, changed) = validator_keys(&data(&two), &pods(3), Identity::generate);
+        assert!(changed);
+        assert_eq!(
+            (three["w-0"].as_str(), three["w-1"].as_str()),
+            (two["w-0"].as_str(), two["w-1"].as_str())
+        );
+        // Scaling down drops the removed pod's key: it is trusted no more.
+        let (one, changed) = validator_keys(&data(&three), &pods(1), || unreachable!());
+        assert!(changed);
+        assert_eq!(
+            one,
+            BTreeMap::from([("w-0".to_owned(), two["w-0"].clone())])
+        );
+        let (none, changed) = validator_keys(&data(&one), &[], || unreachable!());
+        assert!(changed && none.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_validator_key_is_replaced_and_public_keys_are_hex() {
+        let fresh = Identity::from_seed([9; 32]);
+        let existing = BTreeMap::from([("w-0".to_owned(), ByteString(b"not a key".to_vec()))]);
+        let (keys, changed) = validator_keys(&existing, &pods(1), || Identity::from_seed([9; 32]));
+        assert!(changed);
+        assert_eq!(keys["w-0"], fresh.to_hex());
+        let public = public_keys(&keys, &pods(1));
+        assert_eq!(public, [hex::encode(fresh.public_key())]);
+        assert!(
+            public.iter().all(|k| tributary_crds::is_public_key(k)),
+            "{public:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The Kubernetes controller: reconciles TrainingRuns (their coordinators) and Contributors
-//! (their workers), level-triggered and idempotent, with server-side apply under one field
-//! manager. Only the replica holding the leader Lease acts.
+//! The Kubernetes controller: reconciles TrainingRuns (their coordinators and validators) and
+//! Contributors (their workers), level-triggered and idempotent, with server-side apply under one
+//! field manager. Only the replica holding the leader Lease acts.
 
 mod cache;
 pub mod children;
@@ -12,6 +12,7 @@ pub mod metrics;
 mod probe;
 mod status;
 mod training_run;
+mod validators;
 
 use std::collections::HashMap;
 use std::fmt::Debug;

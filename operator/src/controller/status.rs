@@ -20,6 +20,8 @@ pub(super) struct Observed<'a> {
     pub coordinator_problem: Option<String>,
     /// Peer ids run by in-cluster Contributors of this run.
     pub own_peers: &'a BTreeSet<String>,
+    /// Ready pods of the validators the operator runs for this run.
+    pub ready_validators: u32,
     pub min_peers: u32,
     pub endpoint: String,
     pub previous: Option<&'a TrainingRunStatus>,
@@ -104,6 +106,7 @@ pub(super) fn run_status(o: &Observed<'_>) -> TrainingRunStatus {
                 .filter(|p| p.active && !o.own_peers.contains(&p.peer_id))
                 .count() as u32
         }),
+        ready_validators: o.ready_validators,
         coordinator_endpoint: Some(o.endpoint.clone()),
         conditions,
         observed_generation: o.generation,
@@ -252,6 +255,7 @@ mod tests {
             coordinator: c,
             coordinator_problem: None,
             own_peers: own,
+            ready_validators: 0,
             min_peers: 2,
             endpoint: "r-coordinator.ns.svc:50051".into(),
             previous,
@@ -300,6 +304,12 @@ mod tests {
         assert_eq!(cond(&s, condition::DEGRADED).status, "False");
         assert_eq!(ready(&s), ("True", "RoundsCompleting"));
         assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.ready_validators, 0);
+        let with_validators = run_status(&Observed {
+            ready_validators: 2,
+            ..observe(&none, &none, Some(&running), &own, Some(&s), 3)
+        });
+        assert_eq!(with_validators.ready_validators, 2);
 
         // The coordinator goes away mid-run: Degraded, progress kept.
         let s = run_status(&observe(&none, &none, None, &own, Some(&s), 4));

@@ -316,7 +316,7 @@ async fn a_frozen_field_change_is_refused_and_the_coordinator_is_left_alone() {
     let cm = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "tiny-demo-run", "namespace": "ns"},
-        "data": {"run.yaml": children::run_manifest(&old).unwrap()},
+        "data": {"run.yaml": children::run_manifest(&old, &[]).unwrap()},
     });
     let (client, seen) = mock_client(run_server(run.clone()));
     let cached = Cached {
@@ -671,6 +671,368 @@ async fn a_contributor_naming_a_missing_secret_gets_no_workers_and_a_reason() {
     );
 }
 
+fn with_validators(replicas: u32) -> Value {
+    let mut run = run_json();
+    run["spec"]["participation"]["scoring"]["validatorReplicas"] = json!(replicas);
+    run
+}
+
+fn running_manifest(seen: &[Seen]) -> TrainingRun {
+    let cm = find(seen, "PATCH", &format!("{CORE}/configmaps/tiny-demo-run"));
+    serde_yaml::from_str(cm.body["data"]["run.yaml"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn validator_replicas_get_keys_a_statefulset_and_the_coordinator_s_trust() {
+    let run = with_validators(2);
+    let (client, seen) = mock_client(run_server(run.clone()));
+    let ctx = context(client, &Cached::default());
+    training_run::reconcile(training_run(&run), ctx)
+        .await
+        .unwrap();
+    let keys_path = format!("{CORE}/secrets/tiny-demo-validator-keys");
+    let set_path = format!("{APPS}/statefulsets/tiny-demo-validators");
+    assert_eq!(
+        calls(&seen)[..4],
+        [
+            // Not cached: read live before minting, so no key is ever replaced.
+            pair("GET", &keys_path),
+            pair("PATCH", &keys_path),
+            pair("PATCH", &set_path),
+            pair("PATCH", &format!("{CORE}/configmaps/tiny-demo-run")),
+        ]
+    );
+    let seen = seen.lock().unwrap();
+    let secret = find(&seen, "PATCH", &keys_path);
+    assert!(secret.query.contains("fieldManager=tributary-operator"));
+    assert_eq!(
+        secret.body["metadata"]["ownerReferences"][0]["uid"],
+        "run-uid-1"
+    );
+    assert_eq!(
+        secret.body["metadata"]["labels"]["app.kubernetes.io/component"],
+        "validator"
+    );
+    assert_eq!(
+        secret.body["metadata"]["labels"]["tributary.dev/run"],
+        "tiny-demo"
+    );
+    let typed: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secret.body.clone()).unwrap();
+    let data = typed.data.unwrap();
+    let pods: Vec<&String> = data.keys().collect();
+    assert_eq!(pods, ["tiny-demo-validators-0", "tiny-demo-validators-1"]);
+    // Each pod's key, as the coordinator must trust it.
+    let public: Vec<String> = data
+        .values()
+        .map(|v| {
+            let id = Identity::from_hex(std::str::from_utf8(&v.0).unwrap()).unwrap();
+            hex::encode(id.public_key())
+        })
+        .collect();
+    assert_ne!(public[0], public[1]);
+    let manifest = running_manifest(&seen);
+    assert_eq!(manifest.spec.participation.scoring.validators, public);
+    let mut rest = manifest.spec.clone();
+    rest.participation.scoring.validators.clear();
+    assert_eq!(
+        rest,
+        training_run(&run).spec,
+        "nothing else of the spec changes"
+    );
+
+    let set = find(&seen, "PATCH", &set_path);
+    assert_eq!(
+        set.body["metadata"]["ownerReferences"][0]["uid"],
+        "run-uid-1"
+    );
+    assert_eq!(set.body["spec"]["replicas"], 2);
+    let pod = &set.body["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        "tiny-demo-validator-keys"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "example/worker:1");
+    assert_eq!(
+        container["args"],
+        json!([
+            "validate",
+            "--coordinator",
+            "http://tiny-demo-coordinator.ns.svc:50051",
+            "--run-id",
+            "tiny-demo",
+            "--key",
+            "/var/run/tributary/keys/$(POD_NAME)",
+        ])
+    );
+    // The worker template's resources: validators run the model as workers do.
+    assert_eq!(
+        container["resources"],
+        json!({"requests": {"cpu": "1", "memory": "1Gi"}})
+    );
+    let events: Vec<&Value> = seen
+        .iter()
+        .filter(|s| s.method == "POST")
+        .map(|s| &s.body["reason"])
+        .collect();
+    assert!(events.contains(&&json!("ValidatorKeys")), "{events:?}");
+}
+
+#[tokio::test]
+async fn validators_scaled_down_lose_their_keys_trust_and_pods() {
+    let three = training_run(&with_validators(3));
+    let keys: std::collections::BTreeMap<String, String> = (0..3)
+        .map(|i| {
+            (
+                format!("tiny-demo-validators-{i}"),
+                Identity::from_seed([i as u8 + 1; 32]).to_hex(),
+            )
+        })
+        .collect();
+    let cached = || Cached {
+        secrets: vec![as_json(&children::validator_keys_secret(&three, &keys))],
+        statefulsets: vec![as_json(&children::validator_statefulset(
+            &three,
+            &Images {
+                coordinator: "example/operator:1".into(),
+                worker: "example/worker:1".into(),
+            },
+            3,
+        ))],
+        ..Cached::default()
+    };
+    let keys_path = format!("{CORE}/secrets/tiny-demo-validator-keys");
+    let set_path = format!("{APPS}/statefulsets/tiny-demo-validators");
+
+    // 3 → 1: the cache covers pod 0, nothing is read; pods 1 and 2 lose their keys and trust.
+    let run = with_validators(1);
+    let (client, seen) = mock_client(run_server(run.clone()));
+    training_run::reconcile(training_run(&run), context(client, &cached()))
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(&seen)[..2],
+        [pair("PATCH", &keys_path), pair("PATCH", &set_path)]
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let secret = find(&seen, "PATCH", &keys_path);
+        assert_eq!(
+            secret.body["data"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["tiny-demo-validators-0"]
+        );
+        assert_eq!(find(&seen, "PATCH", &set_path).body["spec"]["replicas"], 1);
+        assert_eq!(
+            running_manifest(&seen)
+                .spec
+                .participation
+                .scoring
+                .validators,
+            [hex::encode(Identity::from_seed([1; 32]).public_key())]
+        );
+    }
+
+    // → 0: no pods, no keys (the operator has no right to delete; the run's deletion removes
+    // both); the coordinator trusts only the listed validators.
+    let mut run = with_validators(0);
+    let listed = "ab".repeat(32);
+    run["spec"]["participation"]["scoring"]["validators"] = json!([listed]);
+    let (client, seen) = mock_client(run_server(run.clone()));
+    training_run::reconcile(training_run(&run), context(client, &cached()))
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(&seen)[..3],
+        [
+            pair("PATCH", &keys_path),
+            pair("PATCH", &set_path),
+            pair("PATCH", &format!("{CORE}/configmaps/tiny-demo-run")),
+        ]
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(find(&seen, "PATCH", &keys_path).body["data"], json!({}));
+    assert_eq!(find(&seen, "PATCH", &set_path).body["spec"]["replicas"], 0);
+    assert_eq!(
+        running_manifest(&seen)
+            .spec
+            .participation
+            .scoring
+            .validators,
+        [listed]
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "POST" && s.body["reason"] == "ValidatorsRemoved"),
+        "an event says so"
+    );
+}
+
+#[tokio::test]
+async fn a_run_without_validators_writes_none() {
+    let run = with_validators(0);
+    let (client, seen) = mock_client(run_server(run.clone()));
+    training_run::reconcile(training_run(&run), context(client, &Cached::default()))
+        .await
+        .unwrap();
+    let calls = calls(&seen);
+    assert!(
+        !calls
+            .iter()
+            .any(|(_, p)| p.contains("/secrets") || p.contains("/statefulsets")),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_secret_under_the_validator_keys_name_is_never_used() {
+    let run = with_validators(1);
+    let keys_path = format!("{CORE}/secrets/tiny-demo-validator-keys");
+    let writes = run_server(run.clone());
+    let path = keys_path.clone();
+    let (client, seen) = mock_client(Box::new(move |s| {
+        if s.method == "GET" && s.path == path {
+            // Someone's database password, named like our Secret.
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": "tiny-demo-validator-keys", "namespace": "ns"},
+                       "data": {"password": "aHVudGVyMg=="}}),
+            )
+        } else {
+            writes(s)
+        }
+    }));
+    training_run::reconcile(training_run(&run), context(client, &Cached::default()))
+        .await
+        .unwrap();
+    let calls = calls(&seen);
+    assert!(!calls.contains(&pair("PATCH", &keys_path)), "{calls:?}");
+    assert!(
+        !calls.iter().any(|(_, p)| p.contains("statefulsets")),
+        "{calls:?}"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let trusted = running_manifest(&seen)
+            .spec
+            .participation
+            .scoring
+            .validators;
+        assert!(trusted.is_empty(), "{trusted:?}");
+        let refused = seen
+            .iter()
+            .find(|s| s.method == "POST" && s.body["reason"] == "ValidatorKeysRefused")
+            .expect("a ValidatorKeysRefused event");
+        assert_eq!(refused.body["type"], "Warning");
+    }
+
+    // Validators that ran before the Secret was replaced are stopped.
+    let images = Images {
+        coordinator: "example/operator:1".into(),
+        worker: "example/worker:1".into(),
+    };
+    let running = children::validator_statefulset(&training_run(&run), &images, 1);
+    let cached = Cached {
+        statefulsets: vec![as_json(&running)],
+        ..Cached::default()
+    };
+    seen_foreign_secret_with(&run, &keys_path, cached).await;
+}
+
+async fn seen_foreign_secret_with(run: &Value, keys_path: &str, cached: Cached) {
+    let writes = run_server(run.clone());
+    let path = keys_path.to_owned();
+    let (client, seen) = mock_client(Box::new(move |s| {
+        if s.method == "GET" && s.path == path {
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": "tiny-demo-validator-keys", "namespace": "ns"}}),
+            )
+        } else {
+            writes(s)
+        }
+    }));
+    training_run::reconcile(training_run(run), context(client, &cached))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "PATCH" && s.path == keys_path)
+    );
+    let set = find(
+        &seen,
+        "PATCH",
+        &format!("{APPS}/statefulsets/tiny-demo-validators"),
+    );
+    assert_eq!(set.body["spec"]["replicas"], 0);
+}
+
+#[test]
+fn validators_take_the_worker_template_s_image_gpus_and_placement() {
+    let mut run = with_validators(2);
+    let template = &mut run["spec"]["workerTemplate"];
+    template["gpusPerWorker"] = json!(1);
+    template["image"] = json!("registry.example/worker:cu13");
+    template["nodeSelector"] = json!({"pool": "gpu"});
+    template["env"] = json!([{"name": "TRIBUTARY_THREADS", "value": "4"}]);
+    run["spec"]["telemetry"]["otlpEndpoint"] = json!("http://collector:4317");
+    let images = Images {
+        coordinator: "example/operator:1".into(),
+        worker: "example/worker:1".into(),
+    };
+    let set = as_json(&children::validator_statefulset(
+        &training_run(&run),
+        &images,
+        2,
+    ));
+    assert_eq!(set["metadata"]["name"], "tiny-demo-validators");
+    assert_eq!(set["spec"]["podManagementPolicy"], "Parallel");
+    assert_eq!(
+        set["spec"]["selector"]["matchLabels"],
+        json!({"tributary.dev/run": "tiny-demo", "app.kubernetes.io/component": "validator"})
+    );
+    let pod = &set["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"], json!({"pool": "gpu"}));
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry.example/worker:cu13");
+    assert_eq!(container["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert_eq!(container["resources"]["requests"]["nvidia.com/gpu"], "1");
+    assert_eq!(container["resources"]["requests"]["cpu"], "1");
+    let env: Vec<&Value> = container["env"].as_array().unwrap().iter().collect();
+    assert_eq!(env[0]["name"], "POD_NAME");
+    assert_eq!(
+        env[0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "TRIBUTARY_THREADS" && e["value"] == "4")
+    );
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT")
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "keys", "mountPath": "/var/run/tributary/keys", "readOnly": true}])
+    );
+    assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 0o400);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+}
+
 fn as_json<T: Serialize>(object: &T) -> Value {
     serde_json::to_value(object).unwrap()
 }
@@ -679,7 +1041,7 @@ fn as_json<T: Serialize>(object: &T) -> Value {
 async fn unchanged_children_are_applied_once_and_again_only_when_someone_else_changes_them() {
     let run = run_json();
     let typed = training_run(&run);
-    let manifest = children::run_manifest(&typed).unwrap();
+    let manifest = children::run_manifest(&typed, &[]).unwrap();
     let images = Images {
         coordinator: "example/operator:1".into(),
         worker: "example/worker:1".into(),

@@ -1,4 +1,5 @@
-//! Reconciles a TrainingRun: its coordinator (config, volume, Deployment, Service) and its status.
+//! Reconciles a TrainingRun: its validators (validators.rs), its coordinator (config, volume,
+//! Deployment, Service) and its status.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tributary_proto::v1alpha1::RunStatus;
 
 use super::children::{self, RUN_FILE, RUN_LABEL, config_map_name, coordinator_name};
 use super::status::{self, Observed};
+use super::validators::{Validators, reconcile_validators};
 use super::{CACHES_WAIT, Context, ReconcileError, apply_status};
 
 pub(super) const CONTROLLER: &str = "trainingrun";
@@ -39,9 +41,11 @@ pub(super) async fn reconcile(
         Some(old) if invalid.is_empty() => run.spec.frozen_changes(old),
         _ => Problems::default(),
     };
+    let mut validators = Validators::default();
     if invalid.is_empty() && refused.is_empty() {
         let client = &ctx.client;
-        let manifest = children::run_manifest(&run)?;
+        validators = reconcile_validators(&run, &ctx, &ns).await?;
+        let manifest = children::run_manifest(&run, &validators.public_keys)?;
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         caches
             .config_maps
@@ -77,6 +81,7 @@ pub(super) async fn reconcile(
         coordinator: coordinator.as_deref(),
         coordinator_problem: problem,
         own_peers: &own_peers,
+        ready_validators: validators.ready,
         min_peers: run.spec.participation.min_peers,
         endpoint: children::coordinator_endpoint(&run),
         previous,
@@ -86,6 +91,12 @@ pub(super) async fn reconcile(
         let runs: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &ns);
         apply_status(&runs, &name, "TrainingRun", &new).await?;
         publish_events(&run, &ctx, previous, &new).await;
+    }
+    if let Some(event) = validators.event {
+        // Best effort, as every event.
+        if let Err(e) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
+            tracing::warn!(run = %name, "event not recorded: {e}");
+        }
     }
     Ok(match new.phase {
         Some(RunPhase::Succeeded | RunPhase::Failed) => Action::requeue(ctx.poll * 12),
