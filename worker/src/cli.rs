@@ -213,6 +213,10 @@ pub struct CompareArgs {
     /// With --hostile: candidates the Gauntlet's validator scores per round (0: all).
     #[arg(long, default_value_t = 0, requires = "hostile")]
     scored_per_round: u32,
+    /// Reuse each run whose report is already in --out with the same configuration (a rerun
+    /// after a change to the plan runs only what changed).
+    #[arg(long)]
+    resume: bool,
 }
 
 impl Cli {
@@ -282,6 +286,7 @@ impl Cli {
                     replicates: args.replicates,
                     hostile: args.hostile,
                     scored_per_round: args.scored_per_round,
+                    resume: args.resume,
                 };
                 let (_, ok) = simulate::compare(&opts)?;
                 println!("report: {}", opts.out_dir.join("report.md").display());
@@ -340,6 +345,7 @@ fn from_flags(args: &SimulateArgs) -> SimConfig {
         replicates: 1,
         hostile: Vec::new(),
         scored_per_round: 0,
+        resume: false,
     };
     let mut cfg = simulate::base(&opts, args.seed);
     cfg.hostile = args.hostile.clone();

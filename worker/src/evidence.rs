@@ -467,6 +467,7 @@ mod tests {
             replicates: 1,
             hostile: Vec::new(),
             scored_per_round: 0,
+            resume: false,
         }
     }
 

@@ -130,6 +130,7 @@ fn the_committed_report_matches_the_plan_and_meets_the_claims() {
         replicates: 2,
         hostile: Vec::new(),
         scored_per_round: 0,
+        resume: false,
     };
     let mut planned = Vec::new();
     for seed in &opts.seeds {
@@ -443,7 +444,8 @@ fn shortened_hostile_comparison_leaves_the_hostile_updates_out() {
         [
             "gauntlet hostile 43% s5",
             "gauntlet honest-only s5",
-            "no gauntlet hostile 43% s5"
+            "no gauntlet hostile 43% s5",
+            "no gauntlet honest-only s5"
         ]
     );
     let judged = &runs[0];
@@ -471,7 +473,8 @@ fn shortened_hostile_comparison_leaves_the_hostile_updates_out() {
             .iter()
             .all(|p| p.is_honest() && p.aggregated == 3)
     );
-    assert!(runs[2].peers.is_empty());
+    assert!(runs[2].peers.is_empty() && runs[3].peers.is_empty());
+    assert!(runs[3].config.hostile.is_empty() && runs[3].config.gauntlet.is_none());
     // The honest peers train on the same batches in every run.
     assert_eq!(runs[0].points[1].tokens, runs[1].points[1].tokens);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();

@@ -37,6 +37,9 @@ pub struct CompareOptions {
     pub hostile: Vec<HostileKind>,
     /// Candidates the Gauntlet's validator scores per round in the hostile comparison (0: all).
     pub scored_per_round: u32,
+    /// Reuse a run whose report is already in `out_dir` with the same configuration (a rerun
+    /// after a change to the plan runs only what changed).
+    pub resume: bool,
 }
 
 /// Inner learning rate of every peer-local AdamW (calibrated: docs/benchmarks.md).
@@ -184,9 +187,10 @@ pub fn plan(opts: &CompareOptions, seed: u64) -> Result<Vec<SimConfig>> {
 }
 
 /// The runs of the hostile-peer comparison for one seed: SparseLoCo 1/64 with the honest peers
-/// and the hostile ones judged by the Gauntlet, the same honest peers alone (judged too), and
-/// the hostile run without the Gauntlet (what it defends against). Tokens count the honest
-/// peers', so the honest peers train on the same batches in every run.
+/// and the hostile ones judged by the Gauntlet; the same honest peers alone, judged too (what
+/// the Gauntlet costs honest peers); the hostile run without the Gauntlet (what it defends
+/// against); and the honest peers alone without it (the claim's baseline). Tokens count the
+/// honest peers', so the honest peers train on the same batches in every run.
 pub fn hostile_plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
     let b = base(opts, seed);
     let gauntlet = Some(SimGauntlet {
@@ -208,6 +212,10 @@ pub fn hostile_plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
         SimConfig {
             name: format!("{UNDEFENDED_RUN} {share}% s{seed}"),
             hostile: opts.hostile.clone(),
+            ..b.clone()
+        },
+        SimConfig {
+            name: format!("{BASELINE_RUN} s{seed}"),
             ..b
         },
     ]
@@ -217,6 +225,7 @@ pub fn hostile_plan(opts: &CompareOptions, seed: u64) -> Vec<SimConfig> {
 const HOSTILE_RUN: &str = "gauntlet hostile";
 const HONEST_RUN: &str = "gauntlet honest-only";
 const UNDEFENDED_RUN: &str = "no gauntlet hostile";
+const BASELINE_RUN: &str = "no gauntlet honest-only";
 
 /// The hostile peers' share of all peers, in whole percent.
 fn hostile_share(honest: u32, hostile: usize) -> u64 {
@@ -310,6 +319,13 @@ fn run_pool(runs: &[SimConfig], opts: &CompareOptions) -> Result<Vec<RunReport>>
             let stem = cfg.name.replace([' ', '/'], "_");
             let cfg_path = opts.out_dir.join(format!("{stem}.config.json"));
             let out_path = opts.out_dir.join(format!("{stem}.json"));
+            if opts.resume
+                && let Some(done) = finished_run(&out_path, cfg)
+            {
+                eprintln!("compare: reusing {} ({})", cfg.name, out_path.display());
+                reports[i] = Some(done);
+                continue;
+            }
             std::fs::write(&cfg_path, serde_json::to_vec_pretty(cfg)?)?;
             eprintln!("compare: starting {}", cfg.name);
             let child = Command::new(&exe)
@@ -355,6 +371,13 @@ fn run_pool(runs: &[SimConfig], opts: &CompareOptions) -> Result<Vec<RunReport>>
         reports[i] = Some(report);
     }
     Ok(reports.into_iter().flatten().collect())
+}
+
+/// The report at `path` if it is a finished run of exactly `cfg`.
+fn finished_run(path: &Path, cfg: &SimConfig) -> Option<RunReport> {
+    let report: RunReport = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let same = serde_json::to_value(&report.config).ok()? == serde_json::to_value(cfg).ok()?;
+    same.then_some(report)
 }
 
 /// The runs of `seed` whose name starts with `prefix` (a run and its replicates).
@@ -465,14 +488,15 @@ fn is_hostile(reports: &[RunReport]) -> bool {
 }
 
 /// The claim of the hostile-peer comparison: with the Gauntlet, the run with hostile peers ends
-/// within 1.2× the excess of its honest peers alone.
+/// within 1.2× the excess of its honest peers alone (without the Gauntlet: nothing of the
+/// Gauntlet's own cost to honest peers is hidden in the baseline).
 fn check_hostile(reports: &[RunReport], seeds: &[u64]) -> (Vec<String>, bool) {
     let mut lines = Vec::new();
     let mut ok = true;
     for &seed in seeds {
         let (Some(hostile), Some(honest)) = (
             group(reports, seed, HOSTILE_RUN).first().copied(),
-            group(reports, seed, HONEST_RUN).first().copied(),
+            group(reports, seed, BASELINE_RUN).first().copied(),
         ) else {
             ok = false;
             lines.push(format!("- [ ] seed {seed}: runs missing"));
@@ -481,7 +505,7 @@ fn check_hostile(reports: &[RunReport], seeds: &[u64]) -> (Vec<String>, bool) {
         let holds = hostile.excess <= 1.2 * honest.excess;
         ok &= holds;
         lines.push(format!(
-            "- [{}] seed {seed}: with {} hostile of {} peers, excess {:.4} ≤ 1.2 × the honest peers' alone {:.4} (= {:.4})",
+            "- [{}] seed {seed}: with {} hostile of {} peers and the Gauntlet, excess {:.4} ≤ 1.2 × the honest peers' alone without it {:.4} (= {:.4})",
             if holds { "x" } else { " " },
             hostile.config.hostile.len(),
             hostile.config.peers as usize + hostile.config.hostile.len(),
@@ -734,6 +758,7 @@ pub fn options_of(reports: &[RunReport], out_dir: PathBuf) -> Option<CompareOpti
             .iter()
             .find_map(|r| r.config.gauntlet)
             .map_or(0, |g| g.scored_per_round),
+        resume: false,
     })
 }
 
@@ -768,6 +793,7 @@ mod tests {
             replicates,
             hostile: Vec::new(),
             scored_per_round: 0,
+            resume: false,
         }
     }
 
