@@ -495,26 +495,14 @@ pub fn worker_statefulset(
         .as_ref()
         .map(|r| r.name.clone())
         .unwrap_or_else(|| keys_secret_name(&name));
-    let mut resources = spec
-        .resources
-        .clone()
-        .or_else(|| template.resources.clone())
-        .unwrap_or_default();
-    let gpus = spec.gpus_per_worker_or(template.gpus_per_worker);
-    if gpus > 0 {
-        let gpu = Quantity(gpus.to_string());
-        resources
-            .limits
-            .get_or_insert_with(BTreeMap::new)
-            .insert(GPU.into(), gpu.clone());
-        resources
-            .requests
-            .get_or_insert_with(BTreeMap::new)
-            .insert(GPU.into(), gpu);
-    }
-    let mut env = vec![field_env("POD_NAME", "metadata.name")];
-    env.extend(template.env.iter().cloned());
-    env.extend(otlp_env(run));
+    let resources = with_gpus(
+        spec.resources
+            .clone()
+            .or_else(|| template.resources.clone())
+            .unwrap_or_default(),
+        spec.gpus_per_worker_or(template.gpus_per_worker),
+    );
+    let env = pod_env(run);
     let container = Container {
         name: "worker".into(),
         image: Some(
@@ -627,6 +615,31 @@ pub(super) fn validator_keys_secret(run: &TrainingRun, keys: &BTreeMap<String, S
     }
 }
 
+/// `resources` with `gpus` GPUs requested and limited (none added for 0).
+fn with_gpus(mut resources: ResourceRequirements, gpus: u32) -> ResourceRequirements {
+    if gpus > 0 {
+        let gpu = Quantity(gpus.to_string());
+        resources
+            .limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU.into(), gpu.clone());
+        resources
+            .requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU.into(), gpu);
+    }
+    resources
+}
+
+/// The environment of a run's worker and validator pods: the pod's name (which key is its
+/// own), the worker template's variables, then the OTLP exporter's.
+fn pod_env(run: &TrainingRun) -> Vec<EnvVar> {
+    let mut env = vec![field_env("POD_NAME", "metadata.name")];
+    env.extend(run.spec.worker_template.env.iter().cloned());
+    env.extend(otlp_env(run));
+    env
+}
+
 /// The validators the operator runs for `run`: `tributary-worker validate` against the run's
 /// coordinator Service, each pod with its own key (`<keys>/<pod name>`). A StatefulSet, as the
 /// Contributors' workers are, for the same reason: its pods have stable names, so each pod
@@ -638,21 +651,11 @@ pub fn validator_statefulset(run: &TrainingRun, images: &Images, replicas: i32) 
     let name = validators_name(&run_name);
     let template = &run.spec.worker_template;
     let labels = run_labels(&run_name, "validator");
-    let mut resources = template.resources.clone().unwrap_or_default();
-    if template.gpus_per_worker > 0 {
-        let gpu = Quantity(template.gpus_per_worker.to_string());
-        resources
-            .limits
-            .get_or_insert_with(BTreeMap::new)
-            .insert(GPU.into(), gpu.clone());
-        resources
-            .requests
-            .get_or_insert_with(BTreeMap::new)
-            .insert(GPU.into(), gpu);
-    }
-    let mut env = vec![field_env("POD_NAME", "metadata.name")];
-    env.extend(template.env.iter().cloned());
-    env.extend(otlp_env(run));
+    let resources = with_gpus(
+        template.resources.clone().unwrap_or_default(),
+        template.gpus_per_worker,
+    );
+    let env = pod_env(run);
     let container = Container {
         name: "validator".into(),
         image: Some(
