@@ -479,6 +479,55 @@ mod tests {
     }
 
     #[test]
+    fn simulate_and_compare_take_the_hostile_mix_and_the_gauntlet() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["tributary-worker", "simulate"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Simulate(args) => from_flags(&args),
+                _ => panic!("not simulate"),
+            })
+        };
+        let plain = parse(&[]).unwrap();
+        assert!(plain.hostile.is_empty() && plain.gauntlet.is_none());
+        let judged = parse(&[
+            "--hostile",
+            "noise,sign-flip",
+            "--gauntlet",
+            "--scored-per-round",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(judged.hostile, [HostileKind::Noise, HostileKind::SignFlip]);
+        assert_eq!(
+            judged.gauntlet,
+            Some(SimGauntlet {
+                scored_per_round: 3
+            })
+        );
+        // A sample size without the Gauntlet would be ignored: refused instead.
+        assert!(parse(&["--scored-per-round", "3"]).is_err());
+        assert!(parse(&["--hostile", "nonsense"]).is_err());
+        let Command::Compare(args) = Cli::try_parse_from([
+            "tributary-worker",
+            "compare",
+            "--hostile",
+            "lazy",
+            "--scored-per-round",
+            "2",
+            "--resume",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not compare")
+        };
+        assert_eq!(args.hostile, [HostileKind::Lazy]);
+        assert_eq!(args.scored_per_round, 2);
+        assert!(args.resume);
+    }
+
+    #[test]
     fn simulate_drops_like_the_comparison_unless_told_otherwise() {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["tributary-worker", "simulate", "--tokens", "8388608"];

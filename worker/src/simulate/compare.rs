@@ -815,6 +815,24 @@ mod tests {
         }
     }
 
+    /// `--resume` reuses a report only for exactly the configuration it was made from.
+    #[test]
+    fn a_finished_run_is_reused_only_for_its_own_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let cfg = base(&opts(1), 3);
+        assert!(finished_run(&path, &cfg).is_none(), "nothing there yet");
+        std::fs::write(&path, serde_json::to_vec(&report(&cfg, 0.05, 10)).unwrap()).unwrap();
+        assert_eq!(finished_run(&path, &cfg).unwrap().excess, 0.05);
+        let other = SimConfig {
+            seed: 4,
+            ..cfg.clone()
+        };
+        assert!(finished_run(&path, &other).is_none());
+        std::fs::write(&path, b"{ not a report").unwrap();
+        assert!(finished_run(&path, &cfg).is_none());
+    }
+
     #[test]
     fn the_plan_replicates_ddp_and_ours_only() {
         let runs = plan(&opts(3), 3).unwrap();
